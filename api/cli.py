@@ -1,0 +1,107 @@
+"""`setu`: the Litestar CLI with our app preselected, plus our own command groups.
+
+Commands that touch data first start the embedded PostgreSQL and Valkey when `DATABASE_URL`/`REDIS_URL`
+are not set, and stop them when the command ends (Ctrl-C and SIGTERM included).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from api.lib.embedded import EmbeddedServices, export
+from api.lib.settings import SettingsError, get_settings
+
+APP_PATH = "api.app:create_app"
+# Commands that never need a database or redis.
+_OFFLINE_COMMANDS = {"routes", "schema", "version", "info", "docs", "serving", "--help", "-h"}
+
+
+def _needs_services(argv: list[str]) -> bool:
+    words = [arg for arg in argv if not arg.startswith("-") or arg in {"--help", "-h"}]
+    return bool(words) and words[0] not in _OFFLINE_COMMANDS and "--help" not in argv
+
+
+@click.command("up")
+def up_command() -> None:
+    """Start the whole local service: migrations, then the API (embedded servers when not configured)."""
+    import uvicorn
+
+    from api.lib.migrate import upgrade_database
+
+    settings = get_settings()
+    assert settings.database_url is not None
+    upgrade_database(settings.database_url)
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(
+        f"ShikshaSetu API on {base}\n"
+        f"  health  {base}/health\n  ready   {base}/ready\n  metrics {base}/metrics\n"
+        f"  docs    {base}/schema\n"
+        f"Data in {settings.data_dir}. Press Ctrl-C to stop."
+    )
+    uvicorn.run(
+        APP_PATH,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def setu_group() -> click.Group:
+    """Litestar's CLI group with our command groups added."""
+    from litestar.cli.main import litestar_group
+
+    for command in (up_command,):
+        litestar_group.add_command(command)  # type: ignore[arg-type]
+    return litestar_group
+
+
+def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("LITESTAR_APP", APP_PATH)
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        sys.stderr.write(f"setu: {error}\n")
+        raise SystemExit(2) from None
+    os.environ.setdefault("LITESTAR_HOST", settings.host)
+    os.environ.setdefault("LITESTAR_PORT", str(settings.port))
+    os.environ.setdefault("WEB_CONCURRENCY", str(settings.workers))
+
+    from api.lib.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    # SIGTERM must unwind the stack (like Ctrl-C) so embedded servers are stopped in `finally`.
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+
+    services = None
+    if _needs_services(argv) and (settings.database_url is None or settings.redis_url is None):
+        services = EmbeddedServices(
+            settings.data_dir, postgres=settings.database_url is None, valkey=settings.redis_url is None
+        )
+        export(services.start())
+        get_settings.cache_clear()
+    try:
+        if _needs_services(argv):
+            from api.lib.preflight import check_database
+
+            check_database(get_settings())
+        setu_group().main(args=argv, prog_name="setu")
+    except SettingsError as error:
+        sys.stderr.write(f"setu: {error}\n")
+        raise SystemExit(2) from None
+    finally:
+        if services is not None:
+            services.stop()

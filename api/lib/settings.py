@@ -1,0 +1,115 @@
+"""One typed settings object, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ALIASES = {
+    "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
+    "serving_url": "SERVING_URL",
+}
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment. Unprefixed: DATABASE_URL, REDIS_URL, SERVING_URL."""
+
+    model_config = SettingsConfigDict(env_prefix="SETU_", env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    serving_url: str | None = Field(default=None, validation_alias=AliasChoices("SERVING_URL"))
+
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool | None = None
+    data_dir: Path = Field(default_factory=lambda: Path(user_data_dir("shikshasetu", appauthor=False)))
+    public_url: str | None = None
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_overflow: int = Field(default=10, ge=0, le=200)
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            raise ValueError(
+                "expected a PostgreSQL URL such as postgresql://user:password@host:5432/dbname, "
+                f"got scheme {scheme or '(none)'!r}"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"expected a URL such as redis://host:6379/0, got scheme {scheme or '(none)'!r}")
+        return value
+
+    @field_validator("serving_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8400, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def async_database_url(self) -> str:
+        """DATABASE_URL with the asyncpg driver named, as SQLAlchemy wants it."""
+        if self.database_url is None:
+            raise SettingsError("DATABASE_URL is not set and no embedded PostgreSQL was started")
+        _, _, rest = self.database_url.partition("://")
+        return f"postgresql+asyncpg://{rest}"
+
+    @property
+    def base_url(self) -> str:
+        """The URL clients use to reach us (issuer of tokens, links in metadata)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        variable = _ALIASES.get(field, field if field.isupper() else f"SETU_{field.upper()}")
+        lines.append(f"{variable}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; raise SettingsError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

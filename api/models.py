@@ -1,0 +1,1 @@
+"""Imports every domain's models so Alembic and the tests see the whole schema."""

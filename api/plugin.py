@@ -1,0 +1,65 @@
+"""All app wiring in one place: routes, middleware, error mapping, dependencies, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.plugins import InitPluginProtocol
+from redis.asyncio import Redis
+
+from api.lib.errors import exception_handlers
+from api.lib.observability import ObservabilityMiddleware
+from api.lib.redis import create_redis
+from api.lib.settings import Settings
+from api.system.controllers import SystemController
+from api.system.readiness import database_check, redis_check
+
+log = structlog.get_logger("api")
+
+
+class ShikshaSetuPlugin(InitPluginProtocol):
+    """Wires the service onto a Litestar app."""
+
+    def __init__(self, settings: Settings, db_config: SQLAlchemyAsyncConfig) -> None:
+        self.settings = settings
+        self.db_config = db_config
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.route_handlers.extend([SystemController])
+        app_config.middleware.insert(0, ObservabilityMiddleware)
+        app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
+        app_config.dependencies.update(
+            {
+                "settings": Provide(self._settings, use_cache=True, sync_to_thread=False),
+                "redis": Provide(_redis_of, sync_to_thread=False),
+            }
+        )
+        app_config.lifespan.append(self._lifespan)
+        return app_config
+
+    def _settings(self) -> Settings:
+        return self.settings
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        redis = create_redis(self.settings)
+        engine = self.db_config.get_engine()
+        app.state.redis = redis
+        app.state.readiness_checks = [database_check(engine), redis_check(redis)]
+        log.info("api started", base_url=self.settings.base_url)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+
+def _redis_of(state: State) -> Redis:
+    redis: Redis = state.redis
+    return redis

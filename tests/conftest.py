@@ -1,0 +1,105 @@
+"""Session-wide real servers (PostgreSQL + pgvector, Valkey) and a ready app client per test.
+
+`DATABASE_URL` / `REDIS_URL` in the environment point the tests at external servers instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from api.app import create_app
+from api.lib.migrate import upgrade_database
+from api.lib.settings import Settings
+from tests.utils.servers import embedded_postgres_server, embedded_valkey_server
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        upgrade_database(external)
+        yield external
+        return
+    with embedded_postgres_server() as url:
+        upgrade_database(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    with embedded_valkey_server() as (url, _pid):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        env="test",
+        data_dir=tmp_path_factory.mktemp("data"),
+        log_json=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app, base_url="http://testserver.local") as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test starts from empty tables and an empty Redis."""
+    yield
+    if "database_url" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("database_url")
+    engine = create_async_engine(Settings(DATABASE_URL=url).async_database_url)
+    async with engine.begin() as connection:
+        tables = (
+            (
+                await connection.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables"
+                        " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if tables:
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+    if "redis_url" in request.fixturenames:
+        redis = Redis.from_url(request.getfixturevalue("redis_url"))
+        await redis.flushdb()
+        await redis.aclose()

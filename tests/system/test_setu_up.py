@@ -1,0 +1,106 @@
+"""`setu up` (what `make run` starts): embedded servers, readiness, clean stop, data kept across restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.utils.servers import free_port
+
+SETU = str(Path(sys.executable).with_name("setu"))
+
+
+def _environment(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SERVING_URL"}}
+    env.update({"SETU_DATA_DIR": str(data_dir), "SETU_PORT": str(port), "SETU_LOG_JSON": "true"})
+    return env
+
+
+def _servers_under(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(data_dir) in cmdline and ("postgres" in cmdline or "valkey" in cmdline):
+            found.append(process)
+    return found
+
+
+@contextmanager
+def running_service(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [SETU, "up"], env=_environment(data_dir, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(
+                    f"setu up exited early:\n{process.stdout.read().decode() if process.stdout else ''}"
+                )
+            time.sleep(0.3)
+        else:
+            pytest.fail("setu up did not become ready within 60 s")
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+
+
+def test_setu_up_serves_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with running_service(data_dir) as (process, base):
+        ready = httpx.get(f"{base}/ready").json()
+        assert ready["components"]["database"]["status"] == "ok"
+        assert ready["components"]["redis"]["status"] == "ok"
+        assert "setu_http_requests_total" in httpx.get(f"{base}/metrics").text
+        assert len(_servers_under(data_dir)) >= 2
+        marker = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "python"),
+                "-c",
+                "import os, redis; r = redis.Redis.from_url(os.environ['URL']); r.set('marker', 'kept')",
+            ],
+            env={**os.environ, "URL": f"unix://{data_dir / 'valkey' / 'valkey.sock'}"},
+            check=False,
+        )
+        assert marker.returncode == 0
+        os.kill(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) in (0, 1, 130, -2)
+    assert _servers_under(data_dir) == [], "a postgres or valkey process outlived setu up"
+
+    with running_service(data_dir) as (process, base):
+        import redis as redis_sync
+
+        kept = redis_sync.Redis.from_url(f"unix://{data_dir / 'valkey' / 'valkey.sock'}").get("marker")
+        assert kept == b"kept"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert _servers_under(data_dir) == []
+
+
+def test_unreachable_database_url_stops_start_up_naming_it(tmp_path: Path) -> None:
+    env = _environment(tmp_path, free_port())
+    env["DATABASE_URL"] = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    result = subprocess.run([SETU, "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+    assert "cannot connect" in result.stderr
+    assert _servers_under(tmp_path) == []
