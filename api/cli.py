@@ -59,6 +59,7 @@ def setu_group() -> click.Group:
     """Litestar's CLI group with our command groups added."""
     from litestar.cli.main import litestar_group
 
+    # Our command groups, one per domain that has one.
     for command in (up_command,):
         litestar_group.add_command(command)  # type: ignore[arg-type]
     return litestar_group

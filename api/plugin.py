@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -23,6 +24,11 @@ from api.system.readiness import database_check, redis_check
 
 log = structlog.get_logger("api")
 
+# Every controller of every domain, registered here once.
+ROUTE_HANDLERS: list[Any] = [
+    SystemController,
+]
+
 
 class ShikshaSetuPlugin(InitPluginProtocol):
     """Wires the service onto a Litestar app."""
@@ -32,7 +38,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         self.db_config = db_config
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.route_handlers.extend([SystemController])
+        app_config.route_handlers.extend(ROUTE_HANDLERS)
         app_config.middleware.insert(0, ObservabilityMiddleware)
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
         app_config.dependencies.update(
