@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
+    worker_embedded: bool = True
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    job_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
+    memory_max_chars: int = Field(default=8000, ge=100, le=100_000)
+    memory_max_per_user: int = Field(default=1000, ge=1, le=1_000_000)
+    memory_pending_grace_seconds: float = Field(default=60.0, ge=0)
+    memory_recency_weight: float = Field(default=0.15, ge=0, le=1)
+    memory_recency_half_life_days: float = Field(default=30.0, gt=0)
+    content_max_chars: int = Field(default=6000, ge=100, le=50_000)
+    content_sync_seconds: float = Field(default=35.0, gt=0, le=44)
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
