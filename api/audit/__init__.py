@@ -1,0 +1,1 @@
+"""Audit trail: every token issued or refused and every `/api/v1` call, buffered and written in batches."""
