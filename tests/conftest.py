@@ -13,7 +13,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from api.app import create_app
 from api.lib.migrate import upgrade_database
@@ -75,14 +75,26 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(Settings(DATABASE_URL=database_url).async_database_url, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """A session factory on the test database, for service-level tests."""
+    return async_sessionmaker(db_engine, expire_on_commit=False)
+
+
 @pytest.fixture(autouse=True)
 async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Every test starts from empty tables and an empty Redis."""
+    """Every test starts from empty tables and an empty Redis (curriculum reference data is kept)."""
     yield
     if "database_url" not in request.fixturenames:
         return
-    url = request.getfixturevalue("database_url")
-    engine = create_async_engine(Settings(DATABASE_URL=url).async_database_url)
+    engine: AsyncEngine = request.getfixturevalue("db_engine")
     async with engine.begin() as connection:
         tables = (
             (
@@ -90,6 +102,7 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
                     text(
                         "SELECT tablename FROM pg_tables"
                         " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                        " AND tablename NOT LIKE 'curriculum%'"
                     )
                 )
             )
@@ -98,7 +111,6 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         )
         if tables:
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    await engine.dispose()
     if "redis_url" in request.fixturenames:
         redis = Redis.from_url(request.getfixturevalue("redis_url"))
         await redis.flushdb()

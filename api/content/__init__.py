@@ -1,0 +1,1 @@
+"""Content tools: simplify to a class level, translate, generate questions, align to learning outcomes."""

@@ -1,0 +1,1 @@
+"""NCERT/CBSE curriculum: boards, classes, subjects, books, chapters, learning outcomes; hybrid search."""

@@ -1,0 +1,308 @@
+"""Load the NCERT seed data (api/curriculum/data, see its SOURCES.md) and embed it: idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.curriculum.models import Board, Book, Standard, Subject
+from api.lib.embeddings import Embedder
+
+DATA_DIR = Path(__file__).parent / "data"
+BOARDS = {
+    "NCERT": "National Council of Educational Research and Training",
+    "CBSE": "Central Board of Secondary Education",
+}
+EMBED_BATCH = 64
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+def outcome_code(item: dict[str, Any]) -> tuple[str, bool]:
+    """The official NAS code when the source has one, else a stable code of ours."""
+    if item.get("code"):
+        return str(item["code"]), True
+    subject = re.sub(r"[^A-Z]", "", item["subject"].upper())[:3]
+    language = "" if item.get("language", "en") == "en" else f"-{item['language'].upper()}"
+    return f"LO-C{item['class']}-{subject}-{int(item['serial_in_class']):02d}{language}", False
+
+
+@dataclass
+class SeedStandard:
+    code: str
+    kind: str
+    official_code: bool
+    text: str
+    keywords: str
+    class_level: int
+    subject: str
+    book_code: str | None
+    chapter_number: int | None
+    chapter_title: str | None
+    sources: list[str]
+
+
+@dataclass
+class Seed:
+    subjects: set[str] = field(default_factory=set)
+    books: list[dict[str, Any]] = field(default_factory=list)
+    standards: list[SeedStandard] = field(default_factory=list)
+
+
+def current_edition(chapters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where a book has two chapter lists (pre- and post-rationalisation), keep the current edition's."""
+    lists_by_book: dict[str, set[str]] = {}
+    for item in chapters:
+        lists_by_book.setdefault(item["ncert_book_codes"][0], set()).add(item["list_id"])
+    superseded = {
+        item["list_id"]
+        for item in chapters
+        if len(lists_by_book[item["ncert_book_codes"][0]]) > 1
+        and not item["edition_assessment"].startswith("consistent with the rationalised")
+    }
+    return [item for item in chapters if item["list_id"] not in superseded]
+
+
+def read_seed(path: Path = DATA_DIR) -> Seed:
+    """Parse the seed files; chapters only from lists corroborated by two or more public sources."""
+    seed = Seed()
+    catalogue = json.loads((path / "ncert_textbooks.json").read_text())
+    seed.books = list(catalogue["books"])
+    for item in json.loads((path / "ncert_learning_outcomes.json").read_text()):
+        code, official = outcome_code(item)
+        seed.subjects.add(item["subject"])
+        seed.standards.append(
+            SeedStandard(
+                code=code,
+                kind="outcome",
+                official_code=official,
+                text=item["outcome"].strip(),
+                keywords=f"{item['subject']} class {item['class']}",
+                class_level=int(item["class"]),
+                subject=item["subject"],
+                book_code=None,
+                chapter_number=None,
+                chapter_title=None,
+                sources=[s for s in (item.get("text_source"), item.get("code_source")) if s],
+            )
+        )
+    seen: set[str] = set()
+    for item in current_edition(json.loads((path / "ncert_chapters.json").read_text())):
+        book_code = item["ncert_book_codes"][0]
+        code = f"{book_code}{int(item['chapter_number']):02d}"
+        if code in seen:
+            raise ValueError(f"duplicate chapter code {code} in seed data")
+        seen.add(code)
+        seed.subjects.add(item["subject"])
+        variants = " ".join(
+            v for v in item.get("title_variants_in_sources", []) if v != item["chapter_title"]
+        )
+        seed.standards.append(
+            SeedStandard(
+                code=code,
+                kind="chapter",
+                official_code=False,
+                text=item["chapter_title"].strip(),
+                keywords=(
+                    f"{item['book']} {item['subject']} class {item['class']} "
+                    f"chapter {item['chapter_number']} {variants}"
+                ).strip(),
+                class_level=int(item["class"]),
+                subject=item["subject"],
+                book_code=book_code,
+                chapter_number=int(item["chapter_number"]),
+                chapter_title=item["chapter_title"].strip(),
+                sources=list(item.get("sources", [])),
+            )
+        )
+    return seed
+
+
+def _book_subject(code: str) -> str:
+    return code[2:4]
+
+
+@dataclass
+class LoadReport:
+    standards_upserted: int
+    books_upserted: int
+    embedded: int
+    missing_embeddings: int
+
+
+async def load_curriculum(
+    sessions: async_sessionmaker[AsyncSession],
+    embedder: Embedder | None,
+    path: Path = DATA_DIR,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadReport:
+    """Upsert boards, subjects, books and standards, then embed every standard without an embedding.
+
+    A standard whose text changed loses its embedding and is embedded again; unchanged rows are untouched.
+    Without an embedder (serving down) the text is loaded and embeddings are left for the next run.
+    """
+    seed = read_seed(path)
+    async with sessions() as session, session.begin():
+        boards = await _upsert_boards(session)
+        subjects = await _upsert_subjects(session, seed.subjects)
+        books = await _upsert_books(session, seed.books, boards["NCERT"])
+        changed = await _upsert_standards(session, seed.standards, boards["NCERT"], subjects, books)
+    embedded = await embed_missing(sessions, embedder, progress) if embedder is not None else 0
+    async with sessions() as session:
+        missing = await session.scalar(select(func.count()).where(Standard.embedding.is_(None))) or 0
+    return LoadReport(changed, len(books), embedded, int(missing))
+
+
+async def _upsert_boards(session: AsyncSession) -> dict[str, uuid.UUID]:
+    for code, name in BOARDS.items():
+        await session.execute(
+            insert(Board)
+            .values(id=uuid.uuid4(), code=code, name=name)
+            .on_conflict_do_nothing(index_elements=["code"])
+        )
+    return dict((await session.execute(select(Board.code, Board.id))).tuples().all())
+
+
+async def _upsert_subjects(session: AsyncSession, names: Iterable[str]) -> dict[str, uuid.UUID]:
+    for name in sorted(names):
+        await session.execute(
+            insert(Subject)
+            .values(id=uuid.uuid4(), slug=slugify(name), name=name)
+            .on_conflict_do_update(index_elements=["slug"], set_={"name": name})
+        )
+    rows = (await session.execute(select(Subject.name, Subject.id))).tuples().all()
+    return dict(rows)
+
+
+async def _upsert_books(
+    session: AsyncSession, books: list[dict[str, Any]], board_id: uuid.UUID
+) -> dict[str, uuid.UUID]:
+    if books:
+        statement = insert(Book).values(
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "code": book["code"],
+                    "title": book["title"],
+                    "class_level": int(book["class"]),
+                    "medium": book.get("medium") or "English",
+                    "board_id": board_id,
+                    "chapter_count": book.get("chapter_count_ncert_site_sep2023"),
+                }
+                for book in books
+            ]
+        )
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["code"],
+                set_={
+                    "title": statement.excluded.title,
+                    "class_level": statement.excluded.class_level,
+                    "medium": statement.excluded.medium,
+                    "chapter_count": statement.excluded.chapter_count,
+                },
+            )
+        )
+    return dict((await session.execute(select(Book.code, Book.id))).tuples().all())
+
+
+async def _upsert_standards(
+    session: AsyncSession,
+    standards: list[SeedStandard],
+    board_id: uuid.UUID,
+    subjects: dict[str, uuid.UUID],
+    books: dict[str, uuid.UUID],
+) -> int:
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "code": s.code,
+            "kind": s.kind,
+            "official_code": s.official_code,
+            "text": s.text,
+            "keywords": s.keywords,
+            "class_level": s.class_level,
+            "board_id": board_id,
+            "subject_id": subjects[s.subject],
+            "book_id": books.get(s.book_code) if s.book_code else None,
+            "chapter_number": s.chapter_number,
+            "chapter_title": s.chapter_title,
+            "sources": s.sources,
+            "content_hash": _hash(s.text, s.keywords, s.class_level, s.subject, s.chapter_title),
+        }
+        for s in standards
+    ]
+    statement = insert(Standard).values(rows)
+    excluded = statement.excluded
+    upsert = statement.on_conflict_do_update(
+        index_elements=["code"],
+        set_={
+            "kind": excluded.kind,
+            "official_code": excluded.official_code,
+            "text": excluded.text,
+            "keywords": excluded.keywords,
+            "class_level": excluded.class_level,
+            "subject_id": excluded.subject_id,
+            "book_id": excluded.book_id,
+            "chapter_number": excluded.chapter_number,
+            "chapter_title": excluded.chapter_title,
+            "sources": excluded.sources,
+            "content_hash": excluded.content_hash,
+            "embedding": None,
+            "updated_at": func.now(),
+        },
+        where=Standard.content_hash != excluded.content_hash,
+    ).returning(Standard.id)
+    return len((await session.execute(upsert)).all())
+
+
+async def embed_missing(
+    sessions: async_sessionmaker[AsyncSession],
+    embedder: Embedder,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Embed standards that have no embedding, in batches; returns how many were embedded."""
+    async with sessions() as session:
+        todo = (
+            await session.execute(
+                select(Standard.id, Standard.kind, Standard.text, Standard.keywords)
+                .where(Standard.embedding.is_(None))
+                .order_by(Standard.code)
+            )
+        ).all()
+    done = 0
+    for start in range(0, len(todo), EMBED_BATCH):
+        batch = todo[start : start + EMBED_BATCH]
+        vectors = await embedder.embed([embedding_text(row.kind, row.text, row.keywords) for row in batch])
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(Standard),
+                [{"id": row.id, "embedding": vector} for row, vector in zip(batch, vectors, strict=True)],
+            )
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(todo))
+    return done
+
+
+def embedding_text(kind: str, text: str, keywords: str | None) -> str:
+    """What gets embedded: the text with its context (subject, class, book)."""
+    return f"{text}. {keywords}" if kind == "chapter" and keywords else text

@@ -1,0 +1,1 @@
+"""Durable background work in PostgreSQL: enqueued in the caller's transaction, retried with backoff."""

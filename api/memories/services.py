@@ -1,0 +1,269 @@
+"""Store, list, recall and forget memories; always scoped to one (app, user) owner."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.jobs import services as jobs
+from api.jobs.worker import JobContext, PermanentJobError
+from api.lib.errors import InvalidInput, NotFound, PayloadTooLarge
+from api.lib.settings import Settings
+from api.memories import schemas
+from api.memories.models import Memory
+
+EMBED_JOB = "memory.embed"
+METADATA_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose memories these are: one app and one of its end users (None: the app itself)."""
+
+    app_id: uuid.UUID
+    user_id: uuid.UUID | None
+
+
+def _owned(owner: Owner) -> list[Any]:
+    return [Memory.app_id == owner.app_id, Memory.user_id.is_not_distinct_from(owner.user_id)]
+
+
+def _request_hash(data: schemas.MemoryCreate) -> str:
+    return hashlib.sha256(msgspec.json.encode(data, order="deterministic")).hexdigest()
+
+
+def _check_limits(data: schemas.MemoryCreate, settings: Settings) -> None:
+    if len(data.content) > settings.memory_max_chars:
+        raise PayloadTooLarge(
+            f"content is {len(data.content)} characters; a memory holds at most {settings.memory_max_chars}"
+        )
+    if len(msgspec.json.encode(data.metadata)) > METADATA_MAX_BYTES:
+        raise InvalidInput(f"metadata must serialise to at most {METADATA_MAX_BYTES} bytes of JSON")
+
+
+async def create_memory(
+    session: AsyncSession,
+    owner: Owner,
+    data: schemas.MemoryCreate,
+    settings: Settings,
+    idempotency_key: str | None = None,
+) -> Memory:
+    """Insert the memory (pending) and its embedding job in one transaction; replay an idempotent retry."""
+    _check_limits(data, settings)
+    request_hash = _request_hash(data)
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(session, owner, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash)
+    count = await session.scalar(select(func.count()).select_from(Memory).where(*_owned(owner)))
+    if (count or 0) >= settings.memory_max_per_user:
+        raise InvalidInput(
+            f"memory limit reached: at most {settings.memory_max_per_user} memories per user; "
+            "delete some first"
+        )
+    memory = Memory(
+        id=uuid.uuid4(),
+        app_id=owner.app_id,
+        user_id=owner.user_id,
+        content=data.content,
+        tags=sorted(set(data.tags)),
+        metadata_=data.metadata,
+        status="pending",
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    job = jobs.enqueue(
+        session, EMBED_JOB, {"memory_id": str(memory.id)}, app_id=owner.app_id, user_id=owner.user_id
+    )
+    memory.job_id = job.id
+    try:
+        async with session.begin_nested():
+            session.add(memory)
+            await session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        existing = await _by_idempotency_key(session, owner, idempotency_key or "")
+        if existing is None:
+            raise
+        session.expunge(job)
+        return _replay(existing, request_hash)
+    return memory
+
+
+async def _by_idempotency_key(session: AsyncSession, owner: Owner, key: str) -> Memory | None:
+    memory: Memory | None = await session.scalar(
+        select(Memory).where(*_owned(owner), Memory.idempotency_key == key)
+    )
+    return memory
+
+
+def _replay(existing: Memory, request_hash: str) -> Memory:
+    if existing.request_hash != request_hash:
+        raise InvalidInput("Idempotency-Key was already used with a different request body")
+    return existing
+
+
+async def get_memory(session: AsyncSession, owner: Owner, memory_id: uuid.UUID) -> Memory:
+    memory: Memory | None = await session.scalar(select(Memory).where(Memory.id == memory_id, *_owned(owner)))
+    if memory is None:
+        raise NotFound(f"No memory {memory_id} for this user")
+    return memory
+
+
+async def delete_memory(session: AsyncSession, owner: Owner, memory_id: uuid.UUID) -> None:
+    deleted = await session.execute(
+        delete(Memory).where(Memory.id == memory_id, *_owned(owner)).returning(Memory.id)
+    )
+    if deleted.first() is None:
+        raise NotFound(f"No memory {memory_id} for this user")
+
+
+def encode_cursor(created_at: datetime, memory_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{memory_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, memory_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), uuid.UUID(memory_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned") from None
+
+
+async def list_memories(
+    session: AsyncSession, owner: Owner, *, tag: str | None, cursor: str | None, limit: int
+) -> tuple[list[Memory], str | None]:
+    """Newest first, keyset-paginated."""
+    query = select(Memory).where(*_owned(owner))
+    if tag:
+        query = query.where(Memory.tags.contains([tag]))
+    if cursor:
+        created_at, memory_id = decode_cursor(cursor)
+        query = query.where(
+            func.row(Memory.created_at, Memory.id) < func.row(created_at, memory_id)  # type: ignore[arg-type]
+        )
+    rows = list(
+        (
+            await session.scalars(query.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1))
+        ).all()
+    )
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+_SEARCH = text(
+    """
+    SELECT id, content, tags, metadata, created_at, similarity,
+           (1 - :weight) * similarity
+             + :weight * exp(-ln(2) * extract(epoch FROM now() - created_at) / (86400 * :half_life)) AS score
+    FROM (
+        SELECT id, content, tags, metadata, created_at,
+               1 - (embedding <=> CAST(:query AS vector)) AS similarity
+        FROM memories
+        WHERE app_id = :app_id AND user_id IS NOT DISTINCT FROM :user_id AND status = 'ready'
+          AND (CAST(:tags AS varchar[]) IS NULL OR tags @> CAST(:tags AS varchar[]))
+    ) AS owned
+    ORDER BY score DESC
+    LIMIT :limit
+    """
+)
+
+
+async def search_memories(
+    session: AsyncSession,
+    owner: Owner,
+    query_vector: list[float],
+    *,
+    limit: int,
+    tags: list[str],
+    settings: Settings,
+) -> list[schemas.MemoryHit]:
+    """Semantic similarity blended with a recency boost (half-life `SETU_MEMORY_RECENCY_HALF_LIFE_DAYS`)."""
+    rows = await session.execute(
+        _SEARCH,
+        {
+            "query": "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]",
+            "app_id": owner.app_id,
+            "user_id": owner.user_id,
+            "tags": sorted(set(tags)) or None,
+            "limit": limit,
+            "weight": settings.memory_recency_weight,
+            "half_life": settings.memory_recency_half_life_days,
+        },
+    )
+    return [
+        schemas.MemoryHit(
+            id=row.id,
+            content=row.content,
+            tags=list(row.tags),
+            metadata=row.metadata,
+            created_at=row.created_at,
+            score=round(float(row.score), 4),
+            similarity=round(float(row.similarity), 4),
+        )
+        for row in rows
+    ]
+
+
+async def embed_memory(context: JobContext, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Job handler: embed one memory and mark it ready (a deleted memory is a no-op)."""
+    try:
+        memory_id = uuid.UUID(payload["memory_id"])
+    except (KeyError, ValueError):
+        raise PermanentJobError(f"payload has no valid memory_id: {payload!r}") from None
+    async with context.sessions() as session:
+        content = await session.scalar(select(Memory.content).where(Memory.id == memory_id))
+    if content is None:
+        return {"memory_id": str(memory_id), "skipped": "memory was deleted"}
+    vector = (await context.services["serving"].embed([content]))[0]
+    async with context.sessions() as session, session.begin():
+        await session.execute(
+            update(Memory)
+            .where(Memory.id == memory_id)
+            .values(embedding=vector, status="ready", updated_at=func.now())
+        )
+    return {"memory_id": str(memory_id), "status": "ready"}
+
+
+_ORPHANED_PENDING = text(
+    """
+    SELECT m.id, m.app_id, m.user_id FROM memories m
+    WHERE m.status = 'pending' AND m.updated_at < :before
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs j WHERE j.id = m.job_id AND j.status IN ('queued', 'running')
+      )
+    ORDER BY m.updated_at
+    LIMIT 500
+    FOR UPDATE OF m SKIP LOCKED
+    """
+)
+
+
+def pending_sweeper(grace_seconds: float) -> Any:
+    """A sweeper that gives every memory left pending without a live job a new embedding job."""
+
+    async def sweep(sessions: async_sessionmaker[AsyncSession]) -> int:
+        before = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+        async with sessions() as session, session.begin():
+            rows = (await session.execute(_ORPHANED_PENDING, {"before": before})).all()
+            for row in rows:
+                job = jobs.enqueue(
+                    session, EMBED_JOB, {"memory_id": str(row.id)}, app_id=row.app_id, user_id=row.user_id
+                )
+                await session.flush()
+                await session.execute(
+                    update(Memory).where(Memory.id == row.id).values(job_id=job.id, updated_at=func.now())
+                )
+        return len(rows)
+
+    return sweep
