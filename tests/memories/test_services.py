@@ -1,0 +1,158 @@
+"""The memory bank's services: one transaction per memory and job, idempotency, limits, recall by meaning."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.jobs.models import Job
+from api.jobs.worker import Worker
+from api.lib.errors import InvalidInput, NotFound, PayloadTooLarge
+from api.lib.settings import Settings
+from api.memories import services
+from api.memories.models import Memory
+from api.memories.schemas import MemoryCreate
+from tests.utils.embedder import LocalEmbedder
+
+
+@pytest.fixture
+def owner() -> services.Owner:
+    return services.Owner(app_id=uuid.uuid4(), user_id=uuid.uuid4())
+
+
+def worker(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> Worker:
+    return Worker(
+        sessions=sessions,
+        handlers={services.EMBED_JOB: services.embed_memory},
+        services={"serving": LocalEmbedder()},
+        sweepers=(services.pending_sweeper(settings.memory_pending_grace_seconds),),
+    )
+
+
+async def remember(
+    sessions: async_sessionmaker[AsyncSession],
+    owner: services.Owner,
+    settings: Settings,
+    content: str,
+    **kw: object,
+) -> Memory:
+    async with sessions() as session, session.begin():
+        return await services.create_memory(session, owner, MemoryCreate(content=content, **kw), settings)  # type: ignore[arg-type]
+
+
+async def test_a_memory_and_its_job_are_created_together_and_the_worker_makes_it_ready(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    memory = await remember(sessions, owner, settings, "Asha finds fractions hard", tags=["maths"])
+    async with sessions() as session:
+        job = await session.get(Job, memory.job_id)
+        assert job is not None and job.status == "queued" and job.payload == {"memory_id": str(memory.id)}
+    assert await worker(sessions, settings).run_once() == 1
+    async with sessions() as session:
+        stored = await services.get_memory(session, owner, memory.id)
+        assert stored.status == "ready"
+        assert stored.embedding is not None and len(stored.embedding) == 384
+
+
+async def test_search_finds_a_memory_by_meaning_and_prefers_recent_ones(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    old = await remember(sessions, owner, settings, "The student loves cricket and plays every evening")
+    await remember(sessions, owner, settings, "Preferred language for explanations is Hindi")
+    new = await remember(sessions, owner, settings, "The student loves cricket and plays every evening!")
+    await worker(sessions, settings).run_once()
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Memory)
+            .where(Memory.id == old.id)
+            .values(created_at=datetime.now(UTC) - timedelta(days=365))
+        )
+    vector = (await LocalEmbedder().embed(["what sport does the child like?"]))[0]
+    async with sessions() as session:
+        hits = await services.search_memories(session, owner, vector, limit=3, tags=[], settings=settings)
+    assert [h.id for h in hits[:2]] == [new.id, old.id]
+    assert hits[0].score > hits[1].score
+    assert hits[2].similarity < hits[1].similarity
+
+
+async def test_an_idempotent_retry_returns_the_same_memory_and_no_second_job(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    body = MemoryCreate(content="Working on chapter 3", tags=["progress"])
+    async with sessions() as session, session.begin():
+        first = await services.create_memory(session, owner, body, settings, idempotency_key="k-1")
+    async with sessions() as session, session.begin():
+        again = await services.create_memory(session, owner, body, settings, idempotency_key="k-1")
+    assert (again.id, again.job_id) == (first.id, first.job_id)
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 1
+    with pytest.raises(InvalidInput, match="different request body"):
+        async with sessions() as session, session.begin():
+            await services.create_memory(
+                session, owner, MemoryCreate(content="Something else"), settings, idempotency_key="k-1"
+            )
+
+
+async def test_limits_are_clear_errors(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    with pytest.raises(PayloadTooLarge, match="at most 8000"):
+        await remember(sessions, owner, settings, "x" * 8001)
+    small = settings.model_copy(update={"memory_max_per_user": 2})
+    await remember(sessions, owner, small, "one")
+    await remember(sessions, owner, small, "two")
+    with pytest.raises(InvalidInput, match="memory limit reached"):
+        await remember(sessions, owner, small, "three")
+
+
+async def test_another_user_or_app_cannot_read_or_delete_a_memory(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    memory = await remember(sessions, owner, settings, "private note")
+    for stranger in (services.Owner(owner.app_id, uuid.uuid4()), services.Owner(uuid.uuid4(), owner.user_id)):
+        async with sessions() as session:
+            with pytest.raises(NotFound):
+                await services.get_memory(session, stranger, memory.id)
+            with pytest.raises(NotFound):
+                await services.delete_memory(session, stranger, memory.id)
+            rows, _ = await services.list_memories(session, stranger, tag=None, cursor=None, limit=10)
+            assert rows == []
+
+
+async def test_list_pages_newest_first_without_overlap(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    created = [
+        await remember(sessions, owner, settings, f"note {i}", tags=["a"] if i % 2 else []) for i in range(5)
+    ]
+    async with sessions() as session:
+        first, cursor = await services.list_memories(session, owner, tag=None, cursor=None, limit=3)
+        second, end = await services.list_memories(session, owner, tag=None, cursor=cursor, limit=3)
+        tagged, _ = await services.list_memories(session, owner, tag="a", cursor=None, limit=10)
+    assert [m.id for m in first + second] == [m.id for m in reversed(created)]
+    assert end is None
+    assert {m.id for m in tagged} == {created[1].id, created[3].id}
+
+
+async def test_a_memory_left_pending_without_a_job_is_requeued_by_the_sweeper(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, owner: services.Owner
+) -> None:
+    memory = await remember(sessions, owner, settings, "lost job")
+    async with sessions() as session, session.begin():
+        await session.execute(update(Job).where(Job.id == memory.job_id).values(status="failed"))
+        await session.execute(
+            update(Memory)
+            .where(Memory.id == memory.id)
+            .values(updated_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+    sweeper = worker(sessions, settings)
+    await sweeper.sweep()
+    assert await sweeper.run_once() == 1
+    async with sessions() as session:
+        stored = await services.get_memory(session, owner, memory.id)
+    assert stored.status == "ready"
+    assert stored.job_id != memory.job_id
