@@ -1,0 +1,1 @@
+"""The ML tier: one Ray Serve application (embeddings, generation, translation) behind an OpenAI-style API."""
