@@ -5,10 +5,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+DEPENDENCY_UP = Gauge(
+    "setu_dependency_up",
+    "1 when the component answered its last probe (every 10 s), 0 when it did not.",
+    ["component"],
+    multiprocess_mode="min",
+)
+POOL_CHECKED_OUT = Gauge(
+    "setu_db_pool_checked_out", "Database connections in use by this process.", multiprocess_mode="sum"
+)
+POOL_CAPACITY = Gauge(
+    "setu_db_pool_capacity",
+    "Database connections this process may open (pool size + overflow).",
+    multiprocess_mode="sum",
+)
+PROBE_INTERVAL_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +70,24 @@ async def run_checks(checks: list[ReadinessCheck], timeout: float) -> tuple[bool
     report = {}
     ready = True
     for check, result in zip(checks, results, strict=True):
+        DEPENDENCY_UP.labels(check.name).set(1 if result["status"] == "ok" else 0)
         if not check.required:
             result["required"] = "false"
         elif result["status"] != "ok":
             ready = False
         report[check.name] = result
     return ready, report
+
+
+async def watch_dependencies(
+    checks: Callable[[], list[ReadinessCheck]],
+    engine: AsyncEngine,
+    timeout: float,  # noqa: ASYNC109
+) -> None:
+    """Keep `setu_dependency_up` and the pool gauges current, so alerts fire without anyone calling /ready."""
+    pool: Any = engine.pool
+    while True:
+        await run_checks(checks(), timeout)
+        POOL_CHECKED_OUT.set(pool.checkedout())
+        POOL_CAPACITY.set(pool.size() + getattr(pool, "_max_overflow", 0))
+        await asyncio.sleep(PROBE_INTERVAL_SECONDS)
