@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from api.lib.errors import exception_handlers
 from api.lib.observability import ObservabilityMiddleware
 from api.lib.redis import create_redis
+from api.lib.serving import ServingClient
 from api.lib.settings import Settings
 from api.system.controllers import SystemController
 from api.system.readiness import database_check, redis_check
@@ -45,6 +46,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
             {
                 "settings": Provide(self._settings, use_cache=True, sync_to_thread=False),
                 "redis": Provide(_redis_of, sync_to_thread=False),
+                "serving": Provide(_serving_of, sync_to_thread=False),
             }
         )
         app_config.lifespan.append(self._lifespan)
@@ -69,3 +71,8 @@ class ShikshaSetuPlugin(InitPluginProtocol):
 def _redis_of(state: State) -> Redis:
     redis: Redis = state.redis
     return redis
+
+
+def _serving_of(state: State) -> ServingClient:
+    serving: ServingClient = state.serving
+    return serving

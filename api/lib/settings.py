@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
+    # The ML tier client (api/lib/serving.py)
+    serving_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    serving_generation_timeout_seconds: float = Field(default=40.0, gt=0, le=600)
+    serving_connect_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    serving_retries: int = Field(default=2, ge=0, le=5)
+    serving_breaker_failures: int = Field(default=5, ge=1, le=1000)
+    serving_breaker_reset_seconds: float = Field(default=10.0, gt=0, le=600)
+
     worker_embedded: bool = True
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     job_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
