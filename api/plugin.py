@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,11 +17,17 @@ from litestar.di import Provide
 from litestar.plugins import InitPluginProtocol
 from redis.asyncio import Redis
 
+from api.accounts.controllers import AdminUserController
+from api.apps.controllers import AdminAppController
 from api.lib.errors import exception_handlers
 from api.lib.observability import ObservabilityMiddleware
 from api.lib.redis import create_redis
 from api.lib.serving import ServingClient
 from api.lib.settings import Settings
+from api.oauth.authorize import AuthorizeController
+from api.oauth.controllers import OAuthController
+from api.oauth.guards import BearerAuthMiddleware, document_scopes
+from api.oauth.runtime import OAuthRuntime, build_runtime
 from api.system.controllers import SystemController
 from api.system.readiness import database_check, redis_check
 
@@ -28,6 +36,10 @@ log = structlog.get_logger("api")
 # Every controller of every domain, registered here once.
 ROUTE_HANDLERS: list[Any] = [
     SystemController,
+    OAuthController,
+    AuthorizeController,
+    AdminUserController,
+    AdminAppController,
 ]
 
 
@@ -41,19 +53,25 @@ class ShikshaSetuPlugin(InitPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend(ROUTE_HANDLERS)
         app_config.middleware.insert(0, ObservabilityMiddleware)
+        app_config.middleware.append(BearerAuthMiddleware)
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
         app_config.dependencies.update(
             {
                 "settings": Provide(self._settings, use_cache=True, sync_to_thread=False),
                 "redis": Provide(_redis_of, sync_to_thread=False),
                 "serving": Provide(_serving_of, sync_to_thread=False),
+                "oauth": Provide(_oauth_of, sync_to_thread=False),
             }
         )
+        app_config.on_startup.append(self._document_scopes)
         app_config.lifespan.append(self._lifespan)
         return app_config
 
     def _settings(self) -> Settings:
         return self.settings
+
+    def _document_scopes(self, app: Litestar) -> None:
+        document_scopes(app, self.settings.base_url)
 
     @asynccontextmanager
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -61,10 +79,17 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         engine = self.db_config.get_engine()
         app.state.redis = redis
         app.state.readiness_checks = [database_check(engine), redis_check(redis)]
+        oauth = app.state.oauth = build_runtime(self.settings, self.db_config.create_session_maker(), redis)
+        background = [asyncio.create_task(oauth.audit.run()), asyncio.create_task(oauth.maintain())]
         log.info("api started", base_url=self.settings.base_url)
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await oauth.audit.flush()
             await redis.aclose()
 
 
@@ -76,3 +101,8 @@ def _redis_of(state: State) -> Redis:
 def _serving_of(state: State) -> ServingClient:
     serving: ServingClient = state.serving
     return serving
+
+
+def _oauth_of(state: State) -> OAuthRuntime:
+    oauth: OAuthRuntime = state.oauth
+    return oauth

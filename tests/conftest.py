@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.app import create_app
 from api.lib.migrate import upgrade_database
 from api.lib.settings import Settings
+from tests.utils.oauth import issue_test_token
 from tests.utils.servers import embedded_postgres_server, embedded_valkey_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,7 +91,8 @@ def sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture(autouse=True)
 async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Every test starts from empty tables and an empty Redis (curriculum reference data is kept)."""
+    """Every test starts from empty tables and an empty Redis (curriculum reference data and JWT signing
+    keys are kept)."""
     yield
     if "database_url" not in request.fixturenames:
         return
@@ -102,7 +104,7 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
                     text(
                         "SELECT tablename FROM pg_tables"
                         " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-                        " AND tablename NOT LIKE 'curriculum%'"
+                        " AND tablename NOT LIKE 'curriculum%' AND tablename <> 'oauth_signing_keys'"
                     )
                 )
             )
@@ -115,3 +117,21 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         redis = Redis.from_url(request.getfixturevalue("redis_url"))
         await redis.flushdb()
         await redis.aclose()
+
+
+@pytest.fixture
+async def admin_headers(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    """`Authorization` for a fresh admin user of a fresh GPT app, with every scope."""
+    return (await issue_test_token(app, role="admin")).headers
+
+
+@pytest.fixture
+async def teacher_headers(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    """`Authorization` for a fresh teacher of a fresh GPT app, with every non-admin scope."""
+    return (await issue_test_token(app, role="teacher")).headers
+
+
+@pytest.fixture
+async def student_headers(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    """`Authorization` for a fresh student of a fresh GPT app, with every non-admin scope."""
+    return (await issue_test_token(app, role="student")).headers

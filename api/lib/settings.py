@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _ALIASES = {
@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     memory_recency_half_life_days: float = Field(default=30.0, gt=0)
     content_max_chars: int = Field(default=6000, ge=100, le=50_000)
     content_sync_seconds: float = Field(default=35.0, gt=0, le=44)
+
+    # OAuth authorization server, rate limits (issue 3)
+    access_token_ttl_minutes: int = Field(default=15, ge=15, le=60)
+    refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+    authorization_code_ttl_seconds: int = Field(default=60, ge=10, le=60)
+    signing_key_secret: SecretStr | None = None
+    """Encrypts the JWT signing keys at rest; when unset, a random one is kept in `data_dir`."""
+    rate_limit_app_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    rate_limit_user_per_minute: int = Field(default=60, ge=1, le=1_000_000)
+    client_auth_failure_limit: int = Field(default=10, ge=1, le=10_000)
+    """Failed client authentications (or logins) allowed per client id and per IP in 10 minutes."""
+    rate_limit_fail_closed: bool = False
+    """When Redis is unreachable: False lets requests through (logged, counted); True answers 503."""
 
     @field_validator("database_url")
     @classmethod
