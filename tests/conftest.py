@@ -48,6 +48,15 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def serving_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The ML tier on a real local Ray (MiniLM embedder, tiny Llama generator, translation through it)."""
+    from tests.utils.serving import serving_session
+
+    with serving_session(request.config.cache.mkdir("setu-serving")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
         DATABASE_URL=database_url,
