@@ -49,7 +49,12 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def serving_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The ML tier on a real local Ray (MiniLM embedder, tiny Llama generator, translation through it)."""
+    """The ML tier on a real local Ray (MiniLM embedder, tiny Llama generator, translation through it);
+    `SERVING_URL` in the environment points the tests at an external one instead."""
+    external = os.environ.get("SERVING_URL")
+    if external:
+        yield external
+        return
     from tests.utils.serving import serving_session
 
     with serving_session(request.config.cache.mkdir("setu-serving")) as url:
