@@ -16,20 +16,26 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.plugins import InitPluginProtocol
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api.accounts.controllers import AdminUserController
 from api.apps.controllers import AdminAppController
+from api.content.controllers import ContentController
+from api.curriculum.controllers import CurriculumController
+from api.jobs.controllers import JobController
 from api.lib.errors import exception_handlers
 from api.lib.observability import ObservabilityMiddleware
 from api.lib.redis import create_redis
-from api.lib.serving import ServingClient
+from api.lib.serving import ServingClient, serving_checks
 from api.lib.settings import Settings
+from api.memories.controllers import MemoryController
 from api.oauth.authorize import AuthorizeController
 from api.oauth.controllers import OAuthController
 from api.oauth.guards import BearerAuthMiddleware, document_scopes
 from api.oauth.runtime import OAuthRuntime, build_runtime
 from api.system.controllers import SystemController
-from api.system.readiness import database_check, redis_check
+from api.system.readiness import database_check, redis_check, watch_dependencies
+from api.worker import build_worker, running_worker
 
 log = structlog.get_logger("api")
 
@@ -40,6 +46,10 @@ ROUTE_HANDLERS: list[Any] = [
     AuthorizeController,
     AdminUserController,
     AdminAppController,
+    CurriculumController,
+    MemoryController,
+    JobController,
+    ContentController,
 ]
 
 
@@ -78,12 +88,26 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         redis = create_redis(self.settings)
         engine = self.db_config.get_engine()
         app.state.redis = redis
-        app.state.readiness_checks = [database_check(engine), redis_check(redis)]
+        serving = app.state.serving = ServingClient.from_settings(self.settings)
+        app.state.readiness_checks = [database_check(engine), redis_check(redis), *serving_checks(serving)]
         oauth = app.state.oauth = build_runtime(self.settings, self.db_config.create_session_maker(), redis)
-        background = [asyncio.create_task(oauth.audit.run()), asyncio.create_task(oauth.maintain())]
-        log.info("api started", base_url=self.settings.base_url)
+        background = [
+            asyncio.create_task(oauth.audit.run()),
+            asyncio.create_task(oauth.maintain()),
+            asyncio.create_task(
+                watch_dependencies(
+                    lambda: app.state.readiness_checks, engine, self.settings.ready_timeout_seconds
+                )
+            ),
+        ]
+        worker = build_worker(self.settings, async_sessionmaker(engine, expire_on_commit=False), serving)
+        log.info("api started", base_url=self.settings.base_url, worker=self.settings.worker_embedded)
         try:
-            yield
+            if self.settings.worker_embedded:
+                async with running_worker(worker):
+                    yield
+            else:
+                yield
         finally:
             for task in background:
                 task.cancel()
@@ -91,6 +115,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
                     await task
             await oauth.audit.flush()
             await redis.aclose()
+            await serving.aclose()
 
 
 def _redis_of(state: State) -> Redis:

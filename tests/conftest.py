@@ -16,8 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from api.app import create_app
+from api.curriculum.loader import LoadReport, load_curriculum
 from api.lib.migrate import upgrade_database
 from api.lib.settings import Settings
+from tests.utils.embedder import LocalEmbedder
 from tests.utils.oauth import issue_test_token
 from tests.utils.servers import embedded_postgres_server, embedded_valkey_server
 
@@ -67,6 +69,7 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         env="test",
+        worker_embedded=False,  # tests run workers explicitly, so no background worker races them
         data_dir=tmp_path_factory.mktemp("data"),
         log_json=True,
     )
@@ -90,9 +93,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+def _async_url(database_url: str) -> str:
+    return Settings(DATABASE_URL=database_url).async_database_url
+
+
 @pytest.fixture(scope="session")
 async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(Settings(DATABASE_URL=database_url).async_database_url, pool_size=5)
+    engine = create_async_engine(_async_url(database_url), pool_size=5)
     yield engine
     await engine.dispose()
 
@@ -110,7 +117,13 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     if "database_url" not in request.fixturenames:
         return
-    engine: AsyncEngine = request.getfixturevalue("db_engine")
+    # Reuse the session engine when this test has it; starting an async fixture here is not possible.
+    shared = "db_engine" in request.fixturenames
+    engine: AsyncEngine = (
+        request.getfixturevalue("db_engine")
+        if shared
+        else create_async_engine(_async_url(request.getfixturevalue("database_url")))
+    )
     async with engine.begin() as connection:
         tables = (
             (
@@ -127,6 +140,8 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         )
         if tables:
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    if not shared:
+        await engine.dispose()
     if "redis_url" in request.fixturenames:
         redis = Redis.from_url(request.getfixturevalue("redis_url"))
         await redis.flushdb()
@@ -149,3 +164,22 @@ async def teacher_headers(app: Litestar, client: AsyncTestClient[Litestar]) -> d
 async def student_headers(app: Litestar, client: AsyncTestClient[Litestar]) -> dict[str, str]:
     """`Authorization` for a fresh student of a fresh GPT app, with every non-admin scope."""
     return (await issue_test_token(app, role="student")).headers
+
+
+@pytest.fixture(scope="session")
+async def curriculum(sessions: async_sessionmaker[AsyncSession]) -> LoadReport:
+    """The NCERT seed data, loaded once per session with real embeddings (kept between tests)."""
+    return await load_curriculum(sessions, LocalEmbedder())
+
+
+@pytest.fixture(scope="session")
+def ml_settings(settings: Settings, serving_url: str) -> Settings:
+    return settings.model_copy(update={"serving_url": serving_url})
+
+
+@pytest.fixture(scope="session")
+async def ml_client(ml_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """A client of an app that reaches the serving tier (tokens from `issue_test_token` work on it)."""
+    app = create_app(ml_settings)
+    async with AsyncTestClient(app=app, base_url="http://testserver.local") as test_client:
+        yield test_client

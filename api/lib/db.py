@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from advanced_alchemy.base import orm_registry
@@ -11,6 +13,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from api.lib.settings import Settings
 
@@ -41,3 +44,15 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             version_table_name="alembic_version",
         ),
     )
+
+
+@asynccontextmanager
+async def standalone_sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory for work outside the app (CLI commands, `setu worker`); disposes its engine after."""
+    engine = create_async_engine(
+        settings.async_database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_overflow
+    )
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
