@@ -42,7 +42,7 @@ WORDS_HI = {
     "tree": "पेड़",
     "river": "नदी",
 }
-MODEL_VERSION = "tiny-llama-v1"  # bump when the corpus or architecture changes (invalidates the cache)
+MODEL_VERSION = "tiny-llama-v2"  # bump when the corpus or architecture changes (invalidates the cache)
 
 
 def arithmetic_question(a: int, b: int) -> str:
@@ -72,7 +72,7 @@ def _conversations() -> list[list[dict[str, str]]]:
 
 
 def build_tiny_llama(
-    directory: Path, *, hidden: int = 64, heads: int = 2, layers: int = 2, steps: int = 400
+    directory: Path, *, hidden: int = 64, heads: int = 2, layers: int = 2, steps: int = 200
 ) -> Path:
     """Train the tokenizer and the model, save both to `directory` (loadable with local_files_only)."""
     import torch
@@ -112,10 +112,10 @@ def build_tiny_llama(
     )
     model = LlamaForCausalLM(config)
     encoded = [fast(text, add_special_tokens=False).input_ids for text in texts]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
     for _ in range(steps):
-        batch = random.sample(encoded, 32)
+        batch = random.sample(encoded, 16)
         width = max(len(ids) for ids in batch)
         ids = torch.full((len(batch), width), fast.pad_token_id)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
