@@ -59,8 +59,12 @@ def setu_group() -> click.Group:
     """Litestar's CLI group with our command groups added."""
     from litestar.cli.main import litestar_group
 
+    from api.accounts.cli import users_group
+    from api.apps.cli import apps_group
+    from api.oauth.cli import keys_group
+
     # Our command groups, one per domain that has one.
-    for command in (up_command,):
+    for command in (up_command, apps_group, users_group, keys_group):
         litestar_group.add_command(command)  # type: ignore[arg-type]
     return litestar_group
 

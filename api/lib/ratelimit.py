@@ -5,12 +5,14 @@ Each limit is a GCRA bucket ("N per period", bursts up to N): Redis stores one t
 app), so the authenticated hot path is a single round trip. All keys of one call should share a hash tag
 (`{app-id}`) so the script also runs on a Redis Cluster.
 
-When Redis is unreachable the limiter fails open (the request goes through; logged and counted in
-`setu_rate_limiter_errors_total`) or, with `SETU_RATE_LIMIT_FAIL_CLOSED=true`, closed (503).
+When Redis is unreachable (or slower than `timeout`) the limiter fails open (the request goes through;
+logged and counted in `setu_rate_limiter_errors_total`) or, with `SETU_RATE_LIMIT_FAIL_CLOSED=true`,
+closed (503). After a failure it does not try Redis again for a second, so an outage adds no latency.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -31,6 +33,9 @@ RATE_LIMIT_REJECTIONS = Counter(
 RATE_LIMITER_ERRORS = Counter(
     "setu_rate_limiter_errors_total", "Rate-limit checks that could not reach Redis (failed open or closed)."
 )
+
+_BACKOFF_SECONDS = 1.0
+"""After a failure, Redis is not tried again for this long: a dead Redis costs requests nothing."""
 
 # KEYS: the block keys, then one key per limit.
 # ARGV: number of block keys, mode (1 consume, 0 peek), then limit and period (ms) per limit.
@@ -114,10 +119,12 @@ class Decision:
 class RateLimiter:
     """Checks and consumes limits in one atomic script call; see the module docstring."""
 
-    def __init__(self, redis: Redis, *, fail_closed: bool = False) -> None:
+    def __init__(self, redis: Redis, *, fail_closed: bool = False, timeout: float = 0.25) -> None:
         self._script = redis.register_script(_SCRIPT)
         self.fail_closed = fail_closed
+        self.timeout = timeout
         self._last_error_logged = 0.0
+        self._down_until = 0.0
 
     async def acquire(self, limits: Sequence[Limit], *, blocks: Sequence[str] = ()) -> Decision:
         """Take one request from every limit, or none if any refuses (or a block key exists)."""
@@ -131,11 +138,15 @@ class RateLimiter:
         args: list[int | str] = [len(blocks), 1 if consume else 0]
         for limit in limits:
             args += [limit.limit, int(limit.period * 1000)]
+        if time.monotonic() < self._down_until:
+            return self._unavailable(None)
         try:
-            code, index, remaining, reset_ms, retry_ms = await self._script(
-                keys=[*blocks, *(limit.key for limit in limits)], args=args
-            )
-        except (RedisError, OSError) as error:
+            async with asyncio.timeout(self.timeout):
+                code, index, remaining, reset_ms, retry_ms = await self._script(
+                    keys=[*blocks, *(limit.key for limit in limits)], args=args
+                )
+        except (RedisError, OSError, TimeoutError) as error:
+            self._down_until = time.monotonic() + _BACKOFF_SECONDS
             return self._unavailable(error)
         if code == 1:
             return Decision(allowed=False, blocked_by=blocks[index - 1])
@@ -152,10 +163,11 @@ class RateLimiter:
             RATE_LIMIT_REJECTIONS.labels(decision.refused_by).inc()
         return decision
 
-    def _unavailable(self, error: Exception) -> Decision:
+    def _unavailable(self, error: Exception | None) -> Decision:
+        """Redis failed just now (`error`) or recently (None: not retried for a second)."""
         RATE_LIMITER_ERRORS.inc()
         now = time.monotonic()
-        if now - self._last_error_logged > 10:  # one line per 10 s, not one per request
+        if error is not None and now - self._last_error_logged > 10:  # a line per 10 s, not per request
             self._last_error_logged = now
             log.warning(
                 "rate limiter cannot reach redis",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,12 +14,14 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from api.accounts.services import Passwords, password_hasher
 from api.apps.services import suspended_app_ids
 from api.audit.services import AuditLog
 from api.lib.ratelimit import RateLimiter
+from api.lib.redis import create_redis
 from api.lib.settings import Settings
 from api.oauth.crypto import SecretBox, key_encryption_secret
 from api.oauth.denylist import Denylist
@@ -95,6 +98,18 @@ def build_runtime(settings: Settings, sessions: Callable[[], AsyncSession], redi
         server=AuthorizationServer(settings, keys, tokens, denylist, limiter),
         passwords=Passwords(password_hasher(settings)),
     )
+
+
+@asynccontextmanager
+async def standalone_runtime(settings: Settings) -> AsyncIterator[OAuthRuntime]:
+    """A runtime with its own engine and Redis client, for the CLI and for code on another event loop."""
+    engine = create_async_engine(settings.async_database_url, poolclass=NullPool)
+    redis = create_redis(settings)
+    try:
+        yield build_runtime(settings, async_sessionmaker(engine, expire_on_commit=False), redis)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
 
 
 def runtime_of(app: Any) -> OAuthRuntime:

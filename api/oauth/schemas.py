@@ -7,9 +7,10 @@ import msgspec
 
 class TokenResponse(msgspec.Struct, omit_defaults=True):
     access_token: str
+    token_type: str
+    """Always `Bearer`."""
     expires_in: int
     scope: str
-    token_type: str = "Bearer"  # noqa: S105
     refresh_token: str | None = None
 
 

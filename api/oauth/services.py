@@ -465,6 +465,7 @@ class AuthorizationServer:
         await session.commit()
         return TokenResponse(
             access_token=access_token,
+            token_type="Bearer",  # noqa: S106
             expires_in=lifetime,
             scope=" ".join(scopes),
             refresh_token=refresh_token,
