@@ -25,7 +25,15 @@ run: $(RUN_STAMP)
 	$(BIN)/setu up
 
 ## test: lint, type-check and run the test suite
-test: $(DEV_STAMP) lint typecheck pytest
+test: $(DEV_STAMP) promtool lint typecheck pytest
+
+# promtool and amtool (Debian's prometheus, prometheus-alertmanager) check the monitoring config in tests/ops.
+.PHONY: promtool
+promtool:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+		S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && \
+		$$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus prometheus-alertmanager; }
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
