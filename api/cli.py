@@ -6,6 +6,7 @@ are not set, and stop them when the command ends (Ctrl-C and SIGTERM included).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -14,9 +15,11 @@ from types import FrameType
 import click
 
 from api.lib.embedded import EmbeddedServices, export
-from api.lib.settings import SettingsError, get_settings
+from api.lib.settings import Settings, SettingsError, get_settings
 
 APP_PATH = "api.app:create_app"
+OFFLINE_DATABASE_URL = "postgresql://offline@localhost/offline"
+OFFLINE_REDIS_URL = "redis://localhost:6379/0"
 # Commands that never need a database or redis.
 _OFFLINE_COMMANDS = {"routes", "schema", "version", "info", "docs", "serving", "--help", "-h"}
 
@@ -36,6 +39,7 @@ def up_command() -> None:
     settings = get_settings()
     assert settings.database_url is not None
     upgrade_database(settings.database_url)
+    asyncio.run(_prepare_data(settings))
     base = f"http://{settings.host}:{settings.port}"
     click.echo(
         f"ShikshaSetu API on {base}\n"
@@ -55,16 +59,43 @@ def up_command() -> None:
     )
 
 
+async def _prepare_data(settings: Settings) -> None:
+    """Idempotent on every start: the curriculum seed (embedded through serving), first-run credentials."""
+    from api.bootstrap import first_run
+    from api.curriculum.cli import load
+    from api.curriculum.loader import DATA_DIR
+
+    report = await load(settings, DATA_DIR, show_progress=True)
+    click.echo(
+        f"Curriculum: {report.standards_upserted} standards added or changed, {report.embedded} embedded, "
+        f"{report.missing_embeddings} without an embedding"
+    )
+    credentials = await first_run(settings)
+    if credentials:
+        click.echo(credentials)
+
+
 def setu_group() -> click.Group:
     """Litestar's CLI group with our command groups added."""
     from litestar.cli.main import litestar_group
 
     from api.accounts.cli import users_group
     from api.apps.cli import apps_group
+    from api.curriculum.cli import curriculum_group
+    from api.jobs.cli import worker_command
     from api.oauth.cli import keys_group
+    from api.openapi.cli import docs_group
 
     # Our command groups, one per domain that has one.
-    for command in (up_command, apps_group, users_group, keys_group):
+    for command in (
+        up_command,
+        apps_group,
+        users_group,
+        keys_group,
+        curriculum_group,
+        worker_command,
+        docs_group,
+    ):
         litestar_group.add_command(command)  # type: ignore[arg-type]
     return litestar_group
 
@@ -97,6 +128,11 @@ def main(argv: list[str] | None = None) -> None:
             settings.data_dir, postgres=settings.database_url is None, valkey=settings.redis_url is None
         )
         export(services.start())
+        get_settings.cache_clear()
+    elif not _needs_services(argv):
+        # Offline commands (routes, schema, docs, serving) still build the app; nothing connects to these.
+        os.environ.setdefault("DATABASE_URL", OFFLINE_DATABASE_URL)
+        os.environ.setdefault("REDIS_URL", OFFLINE_REDIS_URL)
         get_settings.cache_clear()
     try:
         if _needs_services(argv):

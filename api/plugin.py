@@ -33,6 +33,7 @@ from api.oauth.authorize import AuthorizeController
 from api.oauth.controllers import OAuthController
 from api.oauth.guards import BearerAuthMiddleware, document_scopes
 from api.oauth.runtime import OAuthRuntime, build_runtime
+from api.openapi.controllers import ApiDocsController
 from api.system.controllers import SystemController
 from api.system.readiness import database_check, redis_check, watch_dependencies
 from api.worker import build_worker, running_worker
@@ -50,6 +51,7 @@ ROUTE_HANDLERS: list[Any] = [
     MemoryController,
     JobController,
     ContentController,
+    ApiDocsController,
 ]
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +18,11 @@ from api.lib.settings import Settings
 from api.oauth.guards import Principal, requires_scope
 
 CONTENT_JOB = "content.generate"
+DEFERRED = {
+    202: ResponseSpec(
+        data_container=schemas.JobAccepted, description="Still working after 35 s: poll getJob with job_id."
+    )
+}
 _TOOLS: dict[str, type[msgspec.Struct]] = {
     "simplify": schemas.SimplifyRequest,
     "translate": schemas.TranslateRequest,
@@ -82,11 +88,11 @@ class ContentController(Controller):
     @post(
         "/simplify",
         operation_id="simplifyText",
+        responses=DEFERRED,
         summary=(
             "Rewrite a text so a student of the given class can read it (optionally in an Indian language); "
             "returns readability figures before and after."
         ),
-        responses={202: None},  # type: ignore[dict-item]
     )
     async def simplify(
         self,
@@ -94,12 +100,16 @@ class ContentController(Controller):
         db_session: AsyncSession,
         settings: Settings,
         data: schemas.SimplifyRequest,
-    ) -> Response[Any]:
-        return await _answer_or_defer(request, db_session, settings, "simplify", data)
+    ) -> Response[schemas.SimplifyResult]:
+        return cast(
+            "Response[schemas.SimplifyResult]",
+            await _answer_or_defer(request, db_session, settings, "simplify", data),
+        )
 
     @post(
         "/translate",
         operation_id="translateText",
+        responses=DEFERRED,
         summary="Translate a text between English and the 22 scheduled languages of India (ISO 639 codes).",
     )
     async def translate(
@@ -108,12 +118,16 @@ class ContentController(Controller):
         db_session: AsyncSession,
         settings: Settings,
         data: schemas.TranslateRequest,
-    ) -> Response[Any]:
-        return await _answer_or_defer(request, db_session, settings, "translate", data)
+    ) -> Response[schemas.TranslateResult]:
+        return cast(
+            "Response[schemas.TranslateResult]",
+            await _answer_or_defer(request, db_session, settings, "translate", data),
+        )
 
     @post(
         "/questions",
         operation_id="generateQuestions",
+        responses=DEFERRED,
         summary=(
             "Write practice questions (MCQ, short answer, true/false) with answers, from a text or a "
             "learning outcome code, for a class."
@@ -125,8 +139,11 @@ class ContentController(Controller):
         db_session: AsyncSession,
         settings: Settings,
         data: schemas.QuestionsRequest,
-    ) -> Response[Any]:
-        return await _answer_or_defer(request, db_session, settings, "questions", data)
+    ) -> Response[schemas.QuestionsResult]:
+        return cast(
+            "Response[schemas.QuestionsResult]",
+            await _answer_or_defer(request, db_session, settings, "questions", data),
+        )
 
     @post(
         "/align",

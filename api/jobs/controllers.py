@@ -34,6 +34,7 @@ class JobController(Controller):
         summary="Check a background job started by this app for this user: status, and its result or error.",
         guards=[job_scope_guard],
         opt={"scope": "memories:write content:generate"},
+        security=[{"oauth2": ["memories:write"]}, {"oauth2": ["content:generate"]}],
     )
     async def get_job(
         self, request: Request[Principal, Any, Any], db_session: AsyncSession, job_id: uuid.UUID

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from api.lib.observability import render_metrics
@@ -24,7 +25,9 @@ class SystemController(Controller):
         "/ready",
         operation_id="getReadiness",
         summary="Readiness: database, redis and serving, each ok or failed with the reason.",
-        responses={503: None},  # type: ignore[dict-item]
+        responses={
+            503: ResponseSpec(data_container=dict[str, Any], description="A required component failed.")
+        },
     )
     async def ready(self, request: Request[Any, Any, Any], settings: Settings) -> Response[dict[str, Any]]:
         checks: list[ReadinessCheck] = request.app.state.readiness_checks
