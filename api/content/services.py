@@ -10,13 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.content import schemas
 from api.content.readability import readability
 from api.curriculum import services as curriculum
-from api.lib.errors import DomainError, InvalidInput, PayloadTooLarge
+from api.lib.errors import InvalidInput, PayloadTooLarge, UpstreamBadOutput
 from api.lib.settings import Settings
-
-
-class UpstreamBadOutput(DomainError):
-    status_code = 502
-    title = "Bad output from the model"
 
 
 class ChatResult(Protocol):

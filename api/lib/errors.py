@@ -67,6 +67,13 @@ class UpstreamUnavailable(DomainError):
     title = "Service unavailable"
 
 
+class UpstreamBadOutput(DomainError):
+    """A model answered, but with output we cannot use (not the requested shape); retrying may help."""
+
+    status_code = 502
+    title = "Bad output from the model"
+
+
 def problem(
     request: Request[Any, Any, Any],
     status: int,

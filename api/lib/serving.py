@@ -20,7 +20,7 @@ import httpx
 import msgspec
 from prometheus_client import Counter, Gauge, Histogram
 
-from api.lib.errors import InvalidInput, UpstreamUnavailable
+from api.lib.errors import InvalidInput, UpstreamBadOutput, UpstreamUnavailable
 from api.lib.settings import Settings
 from api.system.readiness import ReadinessCheck
 
@@ -276,6 +276,8 @@ class ServingClient:
             raise InvalidInput(f"the ML tier rejected the request: {rejected.detail}") from None
         except _Failure as failure:
             outcome = failure.outcome
+            if outcome == "bad_output":
+                raise UpstreamBadOutput(failure.detail) from None
             raise UpstreamUnavailable(
                 failure.detail, headers={"Retry-After": str(self._retry_after(failure))}
             ) from None

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from api.content.schemas import QuestionsRequest
-from api.content.services import UpstreamBadOutput, question_schema, validate_questions
+from api.content.services import question_schema, validate_questions
+from api.lib.errors import UpstreamBadOutput
 from serving.generation import schema_violation
 
 

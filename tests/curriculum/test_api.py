@@ -30,7 +30,12 @@ async def test_a_standard_is_found_by_its_official_code(
     assert response.status_code == 200
     body = response.json()
     assert body["text"] == "Adds/subtracts algebraic expressions"
-    assert (body["class"], body["subject"], body["kind"], body["official_code"]) == (7, "Mathematics", "outcome", True)
+    assert (body["class"], body["subject"], body["kind"], body["official_code"]) == (
+        7,
+        "Mathematics",
+        "outcome",
+        True,
+    )
     assert body["sources"]
     missing = await client.get("/api/v1/curriculum/standards/NOPE42", headers=teacher_headers)
     assert missing.status_code == 404
@@ -44,7 +49,9 @@ async def test_boards_classes_subjects_and_chapters_are_listed(
     assert {b["code"] for b in boards} == {"NCERT", "CBSE"}
     classes = (await client.get("/api/v1/curriculum/classes", headers=teacher_headers)).json()["items"]
     assert [c["class"] for c in classes] == list(range(1, 13)) or {1, 10, 12} <= {c["class"] for c in classes}
-    subjects = (await client.get("/api/v1/curriculum/subjects?class=10", headers=teacher_headers)).json()["items"]
+    subjects = (await client.get("/api/v1/curriculum/subjects?class=10", headers=teacher_headers)).json()[
+        "items"
+    ]
     assert "Science" in {s["name"] for s in subjects}
     chapters = await client.get(
         "/api/v1/curriculum/chapters", params={"class": 10, "subject": "science"}, headers=teacher_headers
@@ -66,7 +73,9 @@ async def test_browsing_with_filters_pages_through_everything_once(
     cursor = None
     while True:
         params = {"class": 7, "subject": "mathematics", "limit": 7} | ({"cursor": cursor} if cursor else {})
-        page = (await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)).json()
+        page = (
+            await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)
+        ).json()
         assert all(item["class"] == 7 and item["subject"] == "Mathematics" for item in page["items"])
         seen += [item["code"] for item in page["items"]]
         cursor = page["next_cursor"]
