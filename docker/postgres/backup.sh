@@ -13,7 +13,7 @@ keep_days="${BACKUP_KEEP_DAYS:-14}"
 
 dump_once() {
     label="${1:-manual}"
-    case "$label" in *[!A-Za-z0-9_-]*) echo "backup.sh: a label is letters, digits, - and _" >&2; exit 2 ;; esac
+    case "$label" in *[!A-Za-z0-9_.-]*) echo "backup.sh: a label is letters, digits, ., - and _" >&2; exit 2 ;; esac
     mkdir -p "$backup_dir"
     target="$backup_dir/shikshasetu-$(date -u +%Y%m%dT%H%M%SZ)-$label.dump"
     pg_dump --format=custom --no-owner --no-privileges ${DATABASE_URL:+"--dbname=$DATABASE_URL"} \
