@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint typecheck pytest clean-venv
+.PHONY: run test lint typecheck pytest clean-venv loadtest chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,20 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-pytest: $(DEV_STAMP)
+pytest: $(DEV_STAMP) chromium
 	$(BIN)/python -m pytest
+
+# Headless Chromium (Debian's `chromium`) drives the sign-in and consent page tests; installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 clean-venv:
 	rm -rf $(VENV)
+
+## loadtest: locust suites with SLO gates on a local stack (or HOST=http://...); reports in reports/loadtest/
+USERS ?= 20
+DURATION ?= 30s
+loadtest: $(DEV_STAMP)
+	$(BIN)/python -m loadtests.run --users $(USERS) --duration $(DURATION) $(if $(filter http%,$(HOST)),--host $(HOST)) $(LOADTEST_ARGS)

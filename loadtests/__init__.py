@@ -1,0 +1,1 @@
+"""Load-test suites (locust) with service-level-objective gates: `make loadtest`, docs/load-testing.md."""

@@ -1,0 +1,172 @@
+"""`make loadtest`: start the stack (or target `--host`), prepare data, run locust headless, gate on the SLOs.
+
+Writes locust's CSV files (`run_stats.csv`, `run_stats_history.csv`, `run_failures.csv`), its HTML report
+(`report.html`), its log and the test data under `--out` (default `reports/loadtest/`, ignored by git), prints
+the summary table and exits 1 naming every operation that missed its objective (2: the run itself failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from loadtests import slo
+from loadtests.setup import prepare
+from loadtests.stack import Stack
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+USER_CLASSES = ("GptUser", "OAuthUser", "ServingUser")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__.split("\n")[0])
+    target = parser.add_argument_group("target")
+    target.add_argument("--host", help="an API already running (default: start a local stack)")
+    target.add_argument("--serving-url", help="the Serve HTTP address (ServingUser; a local stack's own)")
+    target.add_argument(
+        "--data", type=Path, help="test data from `python -m loadtests.setup` (default: prepared now)"
+    )
+    target.add_argument("--api-workers", type=int, default=1, help="uvicorn workers of the local stack")
+    target.add_argument(
+        "--fresh", action="store_true", help="delete the local stack's data directory first (a cold start)"
+    )
+    load = parser.add_argument_group("load")
+    load.add_argument("--users", type=int, default=20, help="concurrent locust users")
+    load.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
+    load.add_argument("--duration", default="30s", help="run time, e.g. 30s, 2m")
+    load.add_argument(
+        "--classes",
+        nargs="+",
+        choices=USER_CLASSES,
+        help="user classes to run (default: all; ServingUser only when a serving URL is known)",
+    )
+    load.add_argument(
+        "--gpt-rate", type=float, default=50, help="task iterations/s per GptUser (0: no pause)"
+    )
+    load.add_argument("--oauth-rate", type=float, default=5, help="per OAuthUser")
+    load.add_argument("--serving-rate", type=float, default=10, help="per ServingUser")
+    load.add_argument("--processes", type=int, default=1, help="locust processes on this machine")
+    output = parser.add_argument_group("output")
+    output.add_argument("--slo", type=Path, default=slo.DEFAULT_SLO)
+    output.add_argument("--out", type=Path, default=Path("reports/loadtest"))
+    return parser.parse_args(argv)
+
+
+def _load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def run_locust(args: argparse.Namespace, host: str, serving_url: str | None, data: Path) -> int:
+    """Locust headless in a child process (gevent stays out of this one); returns its exit code."""
+    classes = args.classes or [c for c in USER_CLASSES if c != "ServingUser" or serving_url]
+    if "ServingUser" in classes and not serving_url:
+        raise SystemExit("ServingUser needs --serving-url when --host is given")
+    prefix = args.out / "run"
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        host,
+        "--users",
+        str(args.users),
+        "--spawn-rate",
+        str(args.spawn_rate or args.users),
+        "--run-time",
+        args.duration,
+        "--stop-timeout",
+        "10",
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--html",
+        str(args.out / "report.html"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--logfile",
+        str(args.out / "locust.log"),
+    ]
+    if args.processes > 1:
+        argv += ["--processes", str(args.processes)]
+    argv += classes
+    environment = {
+        **os.environ,
+        "SETU_LOADTEST_DATA": str(data),
+        "SETU_LOADTEST_PROCESSES": str(args.processes),
+        "SETU_LOADTEST_GPT_RATE": str(args.gpt_rate),
+        "SETU_LOADTEST_OAUTH_RATE": str(args.oauth_rate),
+        "SETU_LOADTEST_SERVING_RATE": str(args.serving_rate),
+    }
+    if serving_url:
+        environment["SETU_LOADTEST_SERVING_URL"] = serving_url
+    sys.stdout.write(
+        f"locust: {args.users} users ({', '.join(classes)}), {args.duration}, against {host}; "
+        f"load average {_load_average()}\n"
+    )
+    sys.stdout.flush()
+    with (args.out / "locust.out").open("wb") as console:
+        return subprocess.call(argv, stdout=console, stderr=subprocess.STDOUT, env=environment)  # noqa: S603
+
+
+def execute(args: argparse.Namespace, host: str, serving_url: str | None, data: Path) -> int:
+    started = time.monotonic()
+    locust_code = run_locust(args, host, serving_url, data)
+    stats = args.out / "run_stats.csv"
+    if not stats.exists():
+        sys.stderr.write(f"locust wrote no statistics (exit {locust_code}); see {args.out / 'locust.out'}\n")
+        return 2
+    sys.stdout.write(
+        f"\nRun finished in {time.monotonic() - started:.0f} s; load average {_load_average()}; "
+        f"reports in {args.out}/ (report.html, run_*.csv)\n\n"
+    )
+    return slo.gate(stats, args.slo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for old in args.out.glob("run_*.csv"):
+        old.unlink()
+    slo.load_slo(args.slo)  # a broken SLO file fails now, not after the run
+    data = args.data
+    if args.host:
+        if data is None:
+            data = args.out / "data.json"
+            asyncio.run(prepare_data(None, args.users, data))
+        raise SystemExit(execute(args, args.host.rstrip("/"), args.serving_url, data))
+    stack_root = args.out / "stack"
+    if args.fresh and stack_root.exists():
+        shutil.rmtree(stack_root)
+    with Stack(stack_root, api_workers=args.api_workers, serving_url=args.serving_url) as stack:
+        if data is None:
+            data = args.out / "data.json"
+            asyncio.run(prepare_data(stack, args.users, data))
+        code = execute(args, stack.api_url, stack.serving_url, data)
+    raise SystemExit(code)
+
+
+async def prepare_data(stack: Stack | None, users: int, path: Path) -> None:
+    """Test data through the app's services: the local stack's settings, or the environment's."""
+    from api.lib.settings import get_settings
+
+    settings = stack.settings if stack is not None else get_settings()
+    started = time.monotonic()
+    data = await prepare(settings, users)
+    data.write(path)
+    sys.stdout.write(
+        f"test data: app {data.client_id}, {len(data.users)} users ({time.monotonic() - started:.1f} s)\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
