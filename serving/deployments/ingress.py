@@ -7,7 +7,8 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -52,11 +53,6 @@ async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(_error_body(error.status_code, error.code, error.message), error.status_code, headers)
 
 
-@api.exception_handler(BackPressureError)
-async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
-    return await _serving_error(request, Overloaded(f"the ML tier is at capacity: {describe_error(exc)}"))
-
-
 @api.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
@@ -66,6 +62,16 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
         parts.append(f"{where or 'body'}: {problem.get('msg')}")
     serving_metrics().errors.inc(tags={"deployment": "Ingress", "kind": "invalid_input"})
     return JSONResponse(_error_body(422, "invalid_request", "; ".join(parts)), 422)
+
+
+@contextmanager
+def _capacity() -> Iterator[None]:
+    """A handle call refused because the deployment's queue is full becomes our JSON 503 (Ray would answer
+    plain text)."""
+    try:
+        yield
+    except BackPressureError as error:
+        raise Overloaded(f"the ML tier is at capacity, retry shortly ({error.message})") from None
 
 
 def _check_model(asked: str | None, served: str) -> None:
@@ -136,7 +142,8 @@ class Ingress:
         if not texts:
             raise InvalidRequest("input is empty")
         _check_texts(texts, self.limits.max_embedding_inputs, self.limits.max_embedding_chars, "input")
-        result = await self.embedder.embed.remote(texts)
+        with _capacity():
+            result = await self.embedder.embed.remote(texts)
         vectors = result.vectors
         if body.dimensions is not None and body.dimensions != vectors.shape[1]:
             raise InvalidRequest(
@@ -182,7 +189,8 @@ class Ingress:
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             return await self._stream_chat(completion_id, request, include_usage)
-        completion = await self.generator.complete.remote(request)
+        with _capacity():
+            completion = await self.generator.complete.remote(request)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -207,7 +215,8 @@ class Ingress:
     ) -> StreamingResponse:
         deltas: AsyncIterator[Delta] = self.generator.options(stream=True).stream.remote(request)
         # Wait for the first piece before answering 200, so "model unavailable" and overload stay HTTP errors.
-        first: Delta | None = await anext(deltas, None)
+        with _capacity():
+            first: Delta | None = await anext(deltas, None)
         model = self.config.generator.name
         created = int(time.time())
 
@@ -270,7 +279,8 @@ class Ingress:
         _check_texts(
             body.texts, self.limits.max_translation_texts, self.limits.max_translation_chars, "texts"
         )
-        translations = await self.translator.translate.remote(body.texts, body.source, body.target)
+        with _capacity():
+            translations = await self.translator.translate.remote(body.texts, body.source, body.target)
         return {
             "object": "translation.list",
             "model": self.config.translator.served_name,
