@@ -30,9 +30,12 @@ COPY docker/entrypoints ./docker/entrypoints
 # ---- runtime: the venv and the code, no compilers, a non-root user --------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ARG SETU_UID=10001
+# The data directory and the model cache exist (owned by setu) before compose mounts volumes on them, so the
+# volumes start out writable by the non-root user.
 RUN groupadd --system --gid "${SETU_UID}" setu \
  && useradd --system --uid "${SETU_UID}" --gid setu --home-dir /var/lib/shikshasetu --create-home \
-      --shell /usr/sbin/nologin setu
+      --shell /usr/sbin/nologin setu \
+ && install -d -o setu -g setu /var/lib/shikshasetu/huggingface
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 WORKDIR /app

@@ -34,13 +34,15 @@ RUN pip install \
       "pyyaml>=6"
 COPY --from=build /wheels /tmp/wheels
 RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
+# Model downloads go to a directory the `ray` user owns; compose mounts the model-cache volume there.
+RUN mkdir -p /home/ray/models/huggingface
 WORKDIR /app
 COPY --chown=ray:users cluster/serve-gpu.yaml ./cluster/serve-gpu.yaml
 COPY --chown=ray:users docker/entrypoints/ray.sh ./docker/entrypoints/ray.sh
 ENV SERVE_CONFIG=/app/cluster/serve-gpu.yaml \
     RAY_METRICS_EXPORT_PORT=8080 \
     SERVE_HTTP_PORT=8000 \
-    HF_HOME=/home/ray/.cache/huggingface
+    HF_HOME=/home/ray/models/huggingface
 # `ray` (uid 1000) is the base image's own non-root user.
 # hadolint ignore=DL3066
 USER ray

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.conftest import COMPOSE_FILES, write_env_file
+from tests.ops.conftest import COMPOSE_FILES, REPO, write_env_file
 
 
 def _run_compose(
@@ -118,3 +118,13 @@ def test_production_stack_is_replicated_limited_rotated_and_backed_up(
         if name != "migrate":
             assert service["deploy"]["resources"]["limits"]["memory"], f"{name} has no memory limit"
         assert service["logging"]["options"]["max-size"], f"{name} logs are not rotated"
+
+
+@pytest.mark.parametrize("stack", sorted(COMPOSE_FILES))
+def test_the_serve_config_each_ray_head_deploys_is_in_the_repository(
+    stack: str, compose: list[str], placeholder_env: dict[str, str], tmp_path: Path
+) -> None:
+    services = _rendered(compose, COMPOSE_FILES[stack], placeholder_env, tmp_path)["services"]
+    config = services["ray-head"]["environment"]["SERVE_CONFIG"]
+    assert config.startswith("/app/cluster/")
+    assert (REPO / config.removeprefix("/app/")).is_file(), f"{stack}: {config} is not in cluster/"
