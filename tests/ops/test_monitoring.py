@@ -234,3 +234,28 @@ def test_compose_mounts_the_provisioning_and_the_dashboards(stack: str) -> None:
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
     prometheus = yaml.safe_load(COMPOSE_FILES[stack].read_text())["services"]["prometheus"]
     assert any(volume.startswith("./prometheus:/etc/prometheus") for volume in prometheus["volumes"])
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each panel's query (Grafana's $__rate_interval as 5m) as a recording rule."""
+    rules = [
+        {"record": f"setu:dashboard_query_{index}", "expr": expression.replace("$__rate_interval", "5m")}
+        for index, expression in enumerate(
+            expression for expressions in _dashboard_queries().values() for expression in expressions
+        )
+    ]
+    assert len(rules) >= 30
+    checked = tmp_path / "dashboard-queries.yml"
+    checked.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run(
+        [_promtool(), "check", "rules", str(checked)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_name_only_jobs_that_prometheus_scrapes() -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    named = {job for rule in _rules() for job in re.findall(r'job="([^"]+)"', rule["expr"])}
+    assert named, "no rule selects a job"
+    assert named <= jobs, f"rules select jobs Prometheus does not scrape: {named - jobs}"
