@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import warnings
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class EmbeddedServices:
 
         directory = self.data_dir / "valkey"
         socket_path = directory / "valkey.sock"
+        if _answers_ping(socket_path):  # `setu up` already runs one on this data: share it, leave it running
+            log.info("using the embedded Valkey already running on %s", socket_path)
+            return f"unix://{socket_path}"
         self._valkey = ValkeyServer(
             port=0,
             data_dir=directory,
@@ -96,6 +100,19 @@ class EmbeddedServices:
                 pg.cleanup()
             except (subprocess.SubprocessError, OSError) as error:
                 log.warning("embedded PostgreSQL stop failed: %s", error)
+
+
+def _answers_ping(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(str(socket_path))
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def export(urls: dict[str, str]) -> None:

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     rate_limit_app_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     rate_limit_user_per_minute: int = Field(default=60, ge=1, le=1_000_000)
     client_auth_failure_limit: int = Field(default=10, ge=1, le=10_000)
-    """Failed client authentications (or logins) allowed per client id and per IP in 10 minutes."""
+    """Failed client authentications (or sign-ins) allowed in 10 minutes per client id (or e-mail); five
+    times as many per IP address."""
     rate_limit_fail_closed: bool = False
     """When Redis is unreachable: False lets requests through (logged, counted); True answers 503."""
 

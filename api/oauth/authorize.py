@@ -34,7 +34,7 @@ from api.oauth.controllers import client_ip, read_form
 from api.oauth.crypto import credential_hash
 from api.oauth.runtime import OAuthRuntime, runtime_of
 from api.oauth.scopes import SCOPES, canonical, parse_scope
-from api.oauth.services import OAuthError, grantable_scopes, resolve_scopes
+from api.oauth.services import IP_LIMIT_FACTOR, OAuthError, grantable_scopes, resolve_scopes
 
 CSRF_COOKIE = "setu_csrf"
 TICKET_SECONDS = 600
@@ -287,7 +287,7 @@ async def _login(
             Limit(
                 "login",
                 f"rl:{{login}}:ip:{ip}",
-                runtime.settings.client_auth_failure_limit * 5,
+                runtime.settings.client_auth_failure_limit * IP_LIMIT_FACTOR,
                 LOGIN_WINDOW_SECONDS,
             )
         )

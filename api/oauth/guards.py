@@ -13,14 +13,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.lib.errors import DomainError, PermissionDenied, TooManyRequests, Unauthorized
+from api.lib.errors import DomainError, PermissionDenied, TooManyRequests, Unauthorized, domain_error_handler
 from api.lib.observability import route_template
 from api.lib.ratelimit import Decision, Limit
 from api.oauth.denylist import app_blocked_key, grant_key, token_key
@@ -154,7 +154,11 @@ class BearerAuthMiddleware:
                 error=str(error.extra.get("error", error.title)).lower().replace(" ", "_")[:64],
                 request_id=request_id,
             )
-            raise
+            # Answer here, through `send`, so outer middleware (request id, metrics) sees the response.
+            request: Request[Any, Any, Any] = Request(scope)
+            response = domain_error_handler(request, error).to_asgi_response(app=None, request=request)
+            await response(scope, receive, send)
+            return
         scope["user"] = Principal(claims.app_id, claims.client_id, claims.user_id, claims.scopes, claims.jti)
         scope["auth"] = claims
         extra_headers = [

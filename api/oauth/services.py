@@ -41,6 +41,8 @@ CLIENT_AUTH_FAILURES = Counter(
     "setu_oauth_client_auth_failures_total", "Failed client authentications at the token endpoints."
 )
 CLIENT_AUTH_FAILURE_WINDOW_SECONDS = 600.0
+IP_LIMIT_FACTOR = 5
+"""Failures allowed per IP address, as a multiple of the per-client limit."""
 
 
 class OAuthError(Exception):
@@ -155,8 +157,8 @@ class AuthorizationServer:
         limits = []
         if client_id:
             limits.append(Limit("client_auth", f"rl:{{auth}}:client:{client_id[:80]}", limit, period))
-        if ip:
-            limits.append(Limit("client_auth", f"rl:{{auth}}:ip:{ip}", limit, period))
+        if ip:  # many GPTs share ChatGPT's egress addresses: a looser limit per address
+            limits.append(Limit("client_auth", f"rl:{{auth}}:ip:{ip}", limit * IP_LIMIT_FACTOR, period))
         return limits
 
     async def authenticate_client(

@@ -306,3 +306,28 @@ async def test_every_api_route_declares_its_scope(app: Litestar, client: Client)
     missing = [name for name, (scope, _) in guarded.items() if scope is None]
     assert not missing, f"routes without requires_scope(...): {missing}"
     assert all(scope == recorded for scope, recorded in guarded.values())
+
+
+async def test_openapi_documents_the_oauth2_flows_and_each_routes_scope(
+    client: Client, settings: Settings
+) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    flows = schema["components"]["securitySchemes"]["oauth2"]["flows"]
+    assert flows["authorizationCode"]["authorizationUrl"] == f"{settings.base_url}/oauth/authorize"
+    assert flows["authorizationCode"]["tokenUrl"] == f"{settings.base_url}/oauth/token"
+    assert set(flows["clientCredentials"]["scopes"]) == {
+        "curriculum:read",
+        "memories:read",
+        "memories:write",
+        "content:generate",
+        "admin",
+    }
+    assert schema["paths"]["/api/v1/admin/users"]["get"]["security"] == [{"oauth2": ["admin"]}]
+
+
+async def test_refusals_carry_the_request_id_and_are_counted_with_their_status(probe: Client) -> None:
+    refused = await probe.get(PROBE, headers={"X-Request-ID": "req-401-check"})
+    assert refused.status_code == 401
+    assert refused.headers["x-request-id"] == "req-401-check"
+    metrics = (await probe.get("/metrics")).text
+    assert 'route="/api/v1/probe/whoami",status="401"' in metrics
