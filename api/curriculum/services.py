@@ -228,7 +228,11 @@ async def search_standards(
             raise InvalidInput("cursor belongs to a different search; start again without it")
         offset = payload["o"]
     filtered_ids = _filtered(
-        select(Standard.id).join(Subject).join(Board).outerjoin(Book), filters
+        select(Standard.id)
+        .join(Subject, Standard.subject_id == Subject.id)
+        .join(Board, Standard.board_id == Board.id)
+        .outerjoin(Book, Standard.book_id == Book.id),
+        filters,
     ).subquery()
     text_rank = text(
         """
