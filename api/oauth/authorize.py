@@ -39,6 +39,7 @@ from api.oauth.services import IP_LIMIT_FACTOR, OAuthError, grantable_scopes, re
 CSRF_COOKIE = "setu_csrf"
 TICKET_SECONDS = 600
 LOGIN_WINDOW_SECONDS = 600.0
+_MAX_PARAMETER = 2048
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -205,6 +206,8 @@ class AuthorizeController(Controller):
         try:
             if any(len(request.query_params.getall(name)) > 1 for name in request.query_params):
                 raise PageError("Malformed sign-in link", "A parameter appears more than once in the link.")
+            if any(len(value) > _MAX_PARAMETER for value in params.values()):
+                raise PageError("Malformed sign-in link", "A parameter of the link is too long.")
             app, checked = await _check(runtime, params)
         except PageError as error:
             return _page("error.html", error.status, title=error.title, detail=error.detail)

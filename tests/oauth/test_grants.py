@@ -443,3 +443,12 @@ async def test_denied_consent_issues_no_code(client: Client, settings: Settings)
     )
     assert "error=access_denied" in final.headers["location"]
     assert "code=" not in final.headers["location"]
+
+
+async def test_an_overlong_parameter_is_refused_on_our_page(client: Client, settings: Settings) -> None:
+    app, _ = await register_test_app(settings)
+    response = await client.get(
+        authorize_url(app.client_id, "curriculum:read", state="s" * 5000), follow_redirects=False
+    )
+    assert response.status_code == 400
+    assert "too long" in response.text
