@@ -35,8 +35,9 @@ def up_command() -> None:
     import uvicorn
 
     from api.lib.migrate import upgrade_database
+    from api.serving_cli import start_local_serving
 
-    settings = get_settings()
+    settings = start_local_serving(get_settings())  # unless SERVING_URL is set; stopped when we exit
     assert settings.database_url is not None
     upgrade_database(settings.database_url)
     asyncio.run(_prepare_data(settings))
@@ -85,6 +86,7 @@ def setu_group() -> click.Group:
     from api.jobs.cli import worker_command
     from api.oauth.cli import keys_group
     from api.openapi.cli import docs_group
+    from api.serving_cli import serving_group
 
     # Our command groups, one per domain that has one.
     for command in (
@@ -95,6 +97,7 @@ def setu_group() -> click.Group:
         curriculum_group,
         worker_command,
         docs_group,
+        serving_group,
     ):
         litestar_group.add_command(command)  # type: ignore[arg-type]
     return litestar_group

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     serving_retries: int = Field(default=2, ge=0, le=5)
     serving_breaker_failures: int = Field(default=5, ge=1, le=1000)
     serving_breaker_reset_seconds: float = Field(default=10.0, gt=0, le=600)
+    serving_port: int = Field(default=8400, ge=1, le=65535)
+    """Serve's HTTP port for the local Ray that `setu up` / `setu serving up` start."""
+    serving_metrics_port: int = Field(default=8401, ge=1, le=65535)
+    """Prometheus export port of that local Ray (`ray_serve_*`, `ray_setu_ml_*`)."""
 
     worker_embedded: bool = True
     worker_concurrency: int = Field(default=4, ge=1, le=64)
