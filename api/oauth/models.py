@@ -31,7 +31,7 @@ class AuthorizationCode(UUIDBase):
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
-    expires_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    expires_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
     used_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 
@@ -46,8 +46,9 @@ class RefreshToken(UUIDBase):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), default=_now)
-    expires_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True))
+    expires_at: Mapped[datetime.datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
     used_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    """A used or revoked token is kept (until `expires_at`, at most a week on) so a replay is caught."""
     revoked_at: Mapped[datetime.datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 

@@ -13,10 +13,11 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus
 
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.accounts.models import Role, User
@@ -41,6 +42,8 @@ CLIENT_AUTH_FAILURES = Counter(
     "setu_oauth_client_auth_failures_total", "Failed client authentications at the token endpoints."
 )
 CLIENT_AUTH_FAILURE_WINDOW_SECONDS = 600.0
+REPLAY_WINDOW = datetime.timedelta(days=7)
+"""How long a used or revoked refresh token is kept so that replaying it revokes its family."""
 IP_LIMIT_FACTOR = 5
 """Failures allowed per IP address, as a multiple of the per-client limit."""
 
@@ -130,6 +133,11 @@ def resolve_scopes(requested: str | None, app: GptApp, role: str | None) -> list
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _replay_deadline() -> Any:
+    """`expires_at` of a token just revoked: kept for `REPLAY_WINDOW`, never beyond its own expiry."""
+    return func.least(RefreshToken.expires_at, _now() + REPLAY_WINDOW)
 
 
 class AuthorizationServer:
@@ -311,6 +319,7 @@ class AuthorizationServer:
             raise OAuthError("invalid_scope", "a refresh may only narrow the scopes of the original grant")
         scopes = canonical(set(requested) & granted if requested else granted)
         row.used_at = _now()
+        row.expires_at = min(row.expires_at, row.used_at + REPLAY_WINDOW)
         response = await self.issue_tokens(session, app, user.id, scopes, row.family_id, refresh=True)
         return response, user.id
 
@@ -402,7 +411,7 @@ class AuthorizationServer:
         await session.execute(
             update(RefreshToken)
             .where(RefreshToken.family_id == grant_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=_now())
+            .values(revoked_at=_now(), expires_at=_replay_deadline())
         )
         await self.denylist.revoke_grants(app_id, [grant_id])
 
@@ -412,7 +421,7 @@ class AuthorizationServer:
             await session.execute(
                 update(RefreshToken)
                 .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=_now())
+                .values(revoked_at=_now(), expires_at=_replay_deadline())
                 .returning(RefreshToken.app_id, RefreshToken.family_id)
             )
         ).all()

@@ -108,6 +108,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("code_hash", name=op.f("uq_oauth_authorization_codes_code_hash")),
     )
     op.create_index(op.f("ix_oauth_authorization_codes_app_id"), "oauth_authorization_codes", ["app_id"])
+    op.create_index(
+        op.f("ix_oauth_authorization_codes_expires_at"), "oauth_authorization_codes", ["expires_at"]
+    )
     op.create_index(op.f("ix_oauth_authorization_codes_user_id"), "oauth_authorization_codes", ["user_id"])
     op.create_table(
         "oauth_refresh_tokens",
@@ -135,6 +138,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("token_hash", name=op.f("uq_oauth_refresh_tokens_token_hash")),
     )
     op.create_index(op.f("ix_oauth_refresh_tokens_app_id"), "oauth_refresh_tokens", ["app_id"])
+    op.create_index(op.f("ix_oauth_refresh_tokens_expires_at"), "oauth_refresh_tokens", ["expires_at"])
     op.create_index(op.f("ix_oauth_refresh_tokens_family_id"), "oauth_refresh_tokens", ["family_id"])
     op.create_index(op.f("ix_oauth_refresh_tokens_user_id"), "oauth_refresh_tokens", ["user_id"])
     # No foreign keys: the audit history of an app or user outlives it.

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.lib.settings import Settings
 from api.oauth.models import AuthorizationCode, RefreshToken
+from api.oauth.runtime import standalone_runtime
 from tests.utils.oauth import (
     CALLBACK,
     authorization_code,
@@ -452,3 +453,32 @@ async def test_an_overlong_parameter_is_refused_on_our_page(client: Client, sett
     )
     assert response.status_code == 400
     assert "too long" in response.text
+
+
+async def test_a_used_refresh_token_is_kept_a_week_to_catch_replays_then_purged(
+    client: Client, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    client_id, secret, code = await _admin_setup(client, settings)
+    issued = await _exchange(client, client_id, secret, code)
+    rotated = await client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+        auth=(client_id, secret),
+    )
+    assert rotated.status_code == 200
+    used_hash = hashlib.sha256(issued["refresh_token"].encode()).hexdigest()
+    async with sessions() as session:
+        used = (await session.scalars(select(RefreshToken).where(RefreshToken.token_hash == used_hash))).one()
+    assert used.used_at is not None
+    assert used.expires_at - used.used_at <= datetime.timedelta(days=7)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == used_hash)
+            .values(expires_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2))
+        )
+    async with standalone_runtime(settings) as runtime:
+        await runtime.maintain_once()
+    async with sessions() as session:
+        left = (await session.scalars(select(RefreshToken.token_hash))).all()
+    assert used_hash not in left and len(left) == 1
