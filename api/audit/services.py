@@ -9,7 +9,7 @@ import contextlib
 import datetime
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import cast
 
 import structlog
@@ -47,6 +47,9 @@ class AuditRecord:
     user_id: uuid.UUID | None = None
     error: str | None = None
     request_id: str | None = None
+
+
+_FIELDS = tuple(field.name for field in fields(AuditRecord))  # plain reads: `asdict` deep-copies every value
 
 
 class AuditLog:
@@ -147,7 +150,9 @@ class AuditLog:
             if item.app_id is not None and item.status < 500:
                 last_use[item.app_id] = max(item.occurred_at, last_use.get(item.app_id, item.occurred_at))
         async with self._sessions() as session, session.begin():
-            await session.execute(insert(AUDIT_TABLE), [asdict(item) for item in batch])
+            await session.execute(
+                insert(AUDIT_TABLE), [{name: getattr(item, name) for name in _FIELDS} for item in batch]
+            )
             if last_use:
                 seen = values(
                     column("id", Uuid()), column("used_at", DateTime(timezone=True)), name="seen"
