@@ -3,8 +3,8 @@
 Request names are the API's operation ids (what the SLO file in `loadtests/slo.toml` refers to). Each locust
 user sends at most `SETU_LOADTEST_<CLASS>_RATE` task iterations per second (0: no pause, as fast as
 answers come). Test data comes from `SETU_LOADTEST_DATA` (written by `python -m loadtests.setup`); the
-embeddings user targets `SETU_LOADTEST_SERVING_URL`. `make loadtest` sets all of these; see
-docs/load-testing.md.
+embeddings user targets `SETU_LOADTEST_SERVING_URL`. Tasks that need the ML tier are tagged `ml`
+(`--exclude-tags ml` runs without it). `make loadtest` sets all of these; see docs/load-testing.md.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from html import unescape
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from locust import FastHttpUser, constant, constant_throughput, task
+from locust import FastHttpUser, constant, constant_throughput, tag, task
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
@@ -181,13 +181,12 @@ class Grant:
                 "state": f"lt{random.randrange(10**9)}",
             }
         )
-        client = self.user.client
+        client = self.user.client  # its cookie jar carries the CSRF cookie between the three steps
         with client.get(f"/oauth/authorize?{query}", name="authorize:page", catch_response=True) as page:
-            cookie = page.headers.get("set-cookie", "").split(";", 1)[0]
-            if page.status_code != 200 or not cookie:
-                page.failure(f"{page.status_code}: no sign-in page or no CSRF cookie")
+            if page.status_code != 200 or "csrf_token" not in (page.text or ""):
+                page.failure(f"{page.status_code}: no sign-in form")
                 raise OAuthFailed("authorize:page")
-        headers = {**_FORM, "Cookie": cookie}
+        headers = _FORM
         fields = dict(_HIDDEN.findall(page.text or ""))
         login = urlencode({**_unescaped(fields), "email": email, "password": data["password"]})
         with client.post(
@@ -306,6 +305,7 @@ class GptUser(FastHttpUser):
         ) as response:
             _expect(response, 204)
 
+    @tag("ml")  # needs the ML tier: the query is embedded (then cached) through serving
     @task(12)
     def search_memories(self) -> None:
         body = {"query": random.choice(RECALLS), "limit": 5}
@@ -325,6 +325,7 @@ class GptUser(FastHttpUser):
         ) as response:
             _expect(response, 200, "items")
 
+    @tag("ml")
     @task(2)
     def align(self) -> None:
         body = {"text": random.choice(PASSAGES), "limit": 3}
@@ -375,11 +376,14 @@ class ServingUser(FastHttpUser):
 
     weight = 1
     wait_time = pace("SERVING", 10)
-    host = os.environ.get("SETU_LOADTEST_SERVING_URL") or None
 
-    def on_start(self) -> None:
-        if not self.host:
+    def __init__(self, environment: Any) -> None:
+        # Set per instance: locust gives every user class the `--host` (the API's address).
+        serving_url = os.environ.get("SETU_LOADTEST_SERVING_URL")
+        if not serving_url:
             raise RuntimeError("ServingUser needs SETU_LOADTEST_SERVING_URL (the Serve HTTP address)")
+        self.host = serving_url
+        super().__init__(environment)
 
     def _embed(self, texts: list[str], name: str) -> None:
         body = {"model": "all-MiniLM-L6-v2", "input": texts}

@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     load.add_argument("--oauth-rate", type=float, default=5, help="per OAuthUser")
     load.add_argument("--serving-rate", type=float, default=10, help="per ServingUser")
     load.add_argument("--processes", type=int, default=1, help="locust processes on this machine")
+    load.add_argument("--exclude-tags", nargs="+", help="skip tasks with these tags (ml: needs the ML tier)")
     output = parser.add_argument_group("output")
     output.add_argument("--slo", type=Path, default=slo.DEFAULT_SLO)
     output.add_argument("--out", type=Path, default=Path("reports/loadtest"))
@@ -98,6 +99,8 @@ def run_locust(args: argparse.Namespace, host: str, serving_url: str | None, dat
     ]
     if args.processes > 1:
         argv += ["--processes", str(args.processes)]
+    if args.exclude_tags:
+        argv += ["--exclude-tags", *args.exclude_tags]
     argv += classes
     environment = {
         **os.environ,

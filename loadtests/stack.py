@@ -219,10 +219,21 @@ class Stack:
 
     def _start_api(self) -> None:
         started = time.monotonic()
-        process = self._spawn(
-            [sys.executable, "-c", "from api.cli import main; main()", "up"], "api.log", self._environment()
-        )
-        self._wait(process, f"{self.api_url}/ready", 600, "the API", "api.log")
+        for attempt in range(3):
+            # Chosen now, not earlier: Ray takes ephemeral ports of its own while it starts.
+            self.port = free_port()
+            process = self._spawn(
+                [sys.executable, "-c", "from api.cli import main; main()", "up"],
+                "api.log",
+                self._environment(),
+            )
+            try:
+                self._wait(process, f"{self.api_url}/ready", 600, "the API", "api.log")
+                break
+            except RuntimeError:
+                if attempt == 2 or "address already in use" not in (self.root / "api.log").read_text():
+                    raise
+                self.processes.remove(process)
         self._note(f"API on {self.api_url} ({time.monotonic() - started:.1f} s; log {self.root / 'api.log'})")
 
     def _wait(self, process: subprocess.Popen[bytes], url: str, timeout: float, what: str, log: str) -> None:
