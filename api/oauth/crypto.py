@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from api.lib.settings import Settings
+from api.lib.settings import Settings, SettingsError
 
 CLIENT_ID_PREFIX = "setu_app_"
 CLIENT_SECRET_PREFIX = "setu_cs_"  # noqa: S105 (a prefix, not a secret)
@@ -78,12 +78,16 @@ def key_encryption_secret(settings: Settings) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(32).encode()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another worker created it first
         return path.read_bytes().strip()
+    except OSError as error:
+        raise SettingsError(
+            f"SETU_SIGNING_KEY_SECRET: not set, and {path} cannot be created ({error})"
+        ) from None
     with os.fdopen(descriptor, "wb") as file:
         file.write(secret)
     return secret

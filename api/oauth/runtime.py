@@ -77,6 +77,10 @@ class OAuthRuntime:
 
 
 def build_runtime(settings: Settings, sessions: Callable[[], AsyncSession], redis: Redis) -> OAuthRuntime:
+    if settings.env == "production" and settings.signing_key_secret is None:
+        log.warning(
+            "SETU_SIGNING_KEY_SECRET is not set: signing keys are encrypted with a per-host secret file"
+        )
     keys = KeyStore(SecretBox(key_encryption_secret(settings)), sessions)
     tokens = AccessTokens(
         keys,
