@@ -58,12 +58,15 @@ def _challenge(error: str | None = None, description: str | None = None, scope: 
 
 
 class ScopeGuard:
-    """A Litestar guard requiring one scope; `scope` is readable by the OpenAPI and GPT schema builders."""
+    """A Litestar guard requiring a scope (or any one of several); `scope` (space-separated, as OAuth
+    writes scopes) and `scopes` are readable by the OpenAPI and GPT schema builders."""
 
-    def __init__(self, scope: str) -> None:
-        if scope not in SCOPES:
-            raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
-        self.scope = scope
+    def __init__(self, *scopes: str) -> None:
+        unknown = [scope for scope in scopes if scope not in SCOPES]
+        if not scopes or unknown:
+            raise ValueError(f"unknown scope {unknown}; known: {', '.join(SCOPES)}")
+        self.scopes = scopes
+        self.scope = " ".join(scopes)
 
     async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
@@ -71,16 +74,17 @@ class ScopeGuard:
             raise Unauthorized(
                 "This route needs a bearer access token.", headers={"WWW-Authenticate": _challenge()}
             )
-        if self.scope not in principal.scopes:
+        if principal.scopes.isdisjoint(self.scopes):
+            needed = " or ".join(repr(scope) for scope in self.scopes)
             raise PermissionDenied(
-                f"The access token lacks the scope {self.scope!r} this operation needs.",
+                f"The access token lacks the scope {needed} this operation needs.",
                 headers={"WWW-Authenticate": _challenge("insufficient_scope", scope=self.scope)},
                 error="insufficient_scope",
                 scope=self.scope,
             )
 
     def __repr__(self) -> str:
-        return f"requires_scope({self.scope!r})"
+        return f"requires_scope({', '.join(repr(scope) for scope in self.scopes)})"
 
 
 def requires_scope(scope: str) -> ScopeGuard:
@@ -88,8 +92,13 @@ def requires_scope(scope: str) -> ScopeGuard:
     return ScopeGuard(scope)
 
 
+def requires_any_scope(*scopes: str) -> ScopeGuard:
+    """The guard for a route that any one of `scopes` opens (e.g. a job started by either tool)."""
+    return ScopeGuard(*scopes)
+
+
 def scope_of(handler: BaseRouteHandler) -> str | None:
-    """The scope a route handler requires (from its `requires_scope` guard), if any."""
+    """The scope a route handler requires (from its scope guard; space-separated alternatives), if any."""
     for guard in handler.resolve_guards():
         target = getattr(guard, "func", guard)  # sync guards are wrapped by Litestar
         if isinstance(target, ScopeGuard):
@@ -245,7 +254,7 @@ def document_scopes(app: Litestar, base_url: str) -> None:
                 continue
             handler.opt.setdefault("scope", scope)
             if not handler.security:
-                handler.security = [{"oauth2": [scope]}]
+                handler.security = [{"oauth2": [alternative]} for alternative in scope.split()]
     flows = OAuthFlows(
         authorization_code=OAuthFlow(
             authorization_url=f"{base_url}/oauth/authorize",

@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.lib.settings import Settings
-from api.oauth.guards import API_PREFIX, Principal, requires_scope, scope_of
+from api.oauth.guards import API_PREFIX, Principal, requires_any_scope, requires_scope, scope_of
 from api.oauth.runtime import standalone_runtime
 from tests.utils.oauth import TestToken, issue_test_token
 
@@ -36,12 +36,22 @@ async def whoami(request: Request[Principal, Any, Any]) -> dict[str, Any]:
     }
 
 
+@get(
+    "/api/v1/probe/either",
+    operation_id="probeEither",
+    guards=[requires_any_scope("memories:read", "content:generate")],
+)
+async def either() -> dict[str, str]:
+    return {"status": "ok"}
+
+
 PROBE = "/api/v1/probe/whoami"
 
 
 def _probe_app(settings: Settings) -> Litestar:
     app = create_app(settings)
     app.register(whoami)
+    app.register(either)
     return app
 
 
@@ -298,13 +308,12 @@ async def test_every_api_route_declares_its_scope(app: Litestar, client: Client)
         for handler in getattr(route, "route_handlers", ()):
             if handler.http_methods == {"OPTIONS"}:  # Litestar's automatic OPTIONS answer
                 continue
-            guarded[f"{route.path} {sorted(handler.http_methods)}"] = (
-                scope_of(handler),
-                handler.opt.get("scope"),
-            )
+            # A scope guard, or a custom guard that declares its scope in `opt["scope"]`.
+            declared = scope_of(handler) or (handler.opt.get("scope") if handler.resolve_guards() else None)
+            guarded[f"{route.path} {sorted(handler.http_methods)}"] = (declared, handler.opt.get("scope"))
     assert guarded, "no /api/v1 routes found"
     missing = [name for name, (scope, _) in guarded.items() if scope is None]
-    assert not missing, f"routes without requires_scope(...): {missing}"
+    assert not missing, f"routes without a scope guard (requires_scope(...)): {missing}"
     assert all(scope == recorded for scope, recorded in guarded.values())
 
 
@@ -331,3 +340,12 @@ async def test_refusals_carry_the_request_id_and_are_counted_with_their_status(p
     assert refused.headers["x-request-id"] == "req-401-check"
     metrics = (await probe.get("/metrics")).text
     assert 'route="/api/v1/probe/whoami",status="401"' in metrics
+
+
+async def test_a_route_may_accept_any_one_of_several_scopes(probe: Client, probe_app: Litestar) -> None:
+    for scopes, status in ((["content:generate"], 200), (["memories:read"], 200), (["curriculum:read"], 403)):
+        token = await issue_test_token(probe_app, scopes)
+        assert (await probe.get("/api/v1/probe/either", headers=token.headers)).status_code == status, scopes
+    handler = next(h for r in probe_app.routes if r.path == "/api/v1/probe/either" for h in r.route_handlers)
+    assert handler.opt["scope"] == "memories:read content:generate"
+    assert handler.security == [{"oauth2": ["memories:read"]}, {"oauth2": ["content:generate"]}]
