@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -245,6 +246,7 @@ def main() -> None:
             server.wait(timeout=15)
         if services is not None:
             services.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
 
     h, p = percentiles(health), percentiles(protected)
     print(f"\nShikshaSetu OAuth benchmark: 1 uvicorn worker, {os.cpu_count()} CPUs, times in ms\n")

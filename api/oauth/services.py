@@ -472,8 +472,7 @@ class AuthorizationServer:
                     expires_at=now + datetime.timedelta(days=self.settings.refresh_token_ttl_days),
                 )
             )
-        app.last_used_at = now
-        await session.commit()
+        await session.commit()  # the app's last use is recorded by the audit flush, in batches
         return TokenResponse(
             access_token=access_token,
             token_type="Bearer",  # noqa: S106
