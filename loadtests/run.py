@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from loadtests import slo
+from loadtests import cpu, slo
 from loadtests.setup import prepare
 from loadtests.stack import Stack
 
@@ -63,8 +63,15 @@ def _load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def run_locust(args: argparse.Namespace, host: str, serving_url: str | None, data: Path) -> int:
-    """Locust headless in a child process (gevent stays out of this one); returns its exit code."""
+def run_locust(
+    args: argparse.Namespace,
+    host: str,
+    serving_url: str | None,
+    data: Path,
+    roots: dict[str, int | None] | None = None,
+) -> tuple[int, dict[str, float]]:
+    """Locust headless in a child process (gevent stays out of this one); returns its exit code and the CPU
+    seconds each part of the stack (`roots`, plus locust itself) used meanwhile."""
     classes = args.classes or [c for c in USER_CLASSES if c != "ServingUser" or serving_url]
     if "ServingUser" in classes and not serving_url:
         raise SystemExit("ServingUser needs --serving-url when --host is given")
@@ -117,21 +124,39 @@ def run_locust(args: argparse.Namespace, host: str, serving_url: str | None, dat
         f"load average {_load_average()}\n"
     )
     sys.stdout.flush()
+    roots = dict(roots or {})
     with (args.out / "locust.out").open("wb") as console:
-        return subprocess.call(argv, stdout=console, stderr=subprocess.STDOUT, env=environment)  # noqa: S603
+        before = cpu.cpu_seconds(roots)
+        locust = subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT, env=environment)  # noqa: S603
+        roots["locust"] = locust.pid
+        tracked = cpu.cpu_seconds({"locust": locust.pid})
+        while locust.poll() is None:  # the locust tree's last reading before it exits
+            tracked = cpu.cpu_seconds({"locust": locust.pid}) or tracked
+            time.sleep(1)
+    after = {**cpu.cpu_seconds({k: v for k, v in roots.items() if k != "locust"}), **tracked}
+    return locust.returncode, cpu.used_between(before, after)
 
 
-def execute(args: argparse.Namespace, host: str, serving_url: str | None, data: Path) -> int:
+def execute(
+    args: argparse.Namespace,
+    host: str,
+    serving_url: str | None,
+    data: Path,
+    roots: dict[str, int | None] | None = None,
+) -> int:
     started = time.monotonic()
-    locust_code = run_locust(args, host, serving_url, data)
+    locust_code, used = run_locust(args, host, serving_url, data, roots)
+    elapsed = time.monotonic() - started
     stats = args.out / "run_stats.csv"
     if not stats.exists():
         sys.stderr.write(f"locust wrote no statistics (exit {locust_code}); see {args.out / 'locust.out'}\n")
         return 2
     sys.stdout.write(
-        f"\nRun finished in {time.monotonic() - started:.0f} s; load average {_load_average()}; "
-        f"reports in {args.out}/ (report.html, run_*.csv)\n\n"
+        f"\nRun finished in {elapsed:.0f} s; load average {_load_average()} on {os.cpu_count()} CPUs; "
+        f"reports in {args.out}/ (report.html, run_*.csv)\n"
     )
+    _, total = slo.read_stats(stats)
+    sys.stdout.write(cpu.describe(used, total.requests, elapsed) + "\n\n")
     return slo.gate(stats, args.slo)
 
 
@@ -154,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         if data is None:
             data = args.out / "data.json"
             asyncio.run(prepare_data(stack, args.users, data))
-        code = execute(args, stack.api_url, stack.serving_url, data)
+        code = execute(args, stack.api_url, stack.serving_url, data, stack.process_roots())
     raise SystemExit(code)
 
 

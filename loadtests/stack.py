@@ -128,6 +128,8 @@ class Stack:
         self.services = EmbeddedServices(self.root / "data")
         self.urls: dict[str, str] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._api: subprocess.Popen[bytes] | None = None
+        self._serving: subprocess.Popen[bytes] | None = None
         self.ray_dir: Path | None = None
 
     @property
@@ -214,6 +216,7 @@ class Stack:
         )
         url = f"http://127.0.0.1:{port}"
         self._wait(process, f"{url}/health", 300, "the ML tier", "serving.log")
+        self._serving = process
         self.serving_url = url
         self._note(f"ML tier on {url} ({time.monotonic() - started:.1f} s)")
 
@@ -229,6 +232,7 @@ class Stack:
             )
             try:
                 self._wait(process, f"{self.api_url}/ready", 600, "the API", "api.log")
+                self._api = process
                 break
             except RuntimeError:
                 if attempt == 2 or "address already in use" not in (self.root / "api.log").read_text():
@@ -248,6 +252,18 @@ class Stack:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"{what} not ready at {url} after {timeout:g} s; see {self.root / log}")
+
+    def process_roots(self) -> dict[str, int | None]:
+        """The root PID of each part, for CPU accounting (`loadtests.cpu`)."""
+        postmaster = self.root / "data" / "postgres" / "postmaster.pid"
+        roots: dict[str, int | None] = {
+            "api": self._api.pid if self._api else None,
+            "postgres": int(postmaster.read_text().split()[0]) if postmaster.exists() else None,
+            "valkey": self.services.valkey_pid,
+        }
+        if self._serving is not None:
+            roots["ml tier"] = self._serving.pid
+        return roots
 
     def stop(self) -> None:
         """Stop the API, then the ML tier, then the databases; safe to call twice."""
