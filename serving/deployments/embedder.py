@@ -55,10 +55,9 @@ class Embedder:
         started = time.perf_counter()
         self.model = load_sentence_transformer(config)
         self.dimensions = int(self.model.get_sentence_embedding_dimension())
-        tags = {"deployment": "Embedder", "model": config.served_name}
-        self.metrics.model_load_seconds.set(time.perf_counter() - started, tags=tags)
-        self.metrics.model_available.set(1, tags=tags)
+        self.load_seconds = time.perf_counter() - started
         self.batch_sizes: Counter[int] = Counter()
+        self._report_model()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """`user_config` in the Serve config: batch size and wait, changed live without a restart."""
@@ -101,3 +100,10 @@ class Embedder:
         """Serve calls this every `health_check_period_s`; the model is in memory once __init__ returned."""
         if self.model is None:
             raise RuntimeError("embedding model not loaded")
+        self._report_model()
+
+    def _report_model(self) -> None:
+        # Re-set on every health check: a gauge set once, before Ray's metrics agent is ready, can be lost.
+        tags = {"deployment": "Embedder", "model": self.config.served_name}
+        self.metrics.model_load_seconds.set(self.load_seconds, tags=tags)
+        self.metrics.model_available.set(1, tags=tags)

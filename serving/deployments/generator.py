@@ -61,8 +61,8 @@ class Generator:
             self.unavailable_reason = (
                 f"{config.engine} engine could not load {config.model}: {describe_error(error)}"
             )
-        self.metrics.model_load_seconds.set(time.perf_counter() - started, tags=self.model_tags)
-        self.metrics.model_available.set(0 if self.engine is None else 1, tags=self.model_tags)
+        self.load_seconds = time.perf_counter() - started
+        self._report_model()
 
     def describe(self) -> dict[str, Any]:
         card: dict[str, Any] = {
@@ -103,6 +103,7 @@ class Generator:
     async def check_health(self) -> None:
         if self.engine is not None:
             await self.engine.check_health()
+        self._report_model()
 
     async def __del__(self) -> None:
         """Graceful shutdown: Serve calls this after draining the replica."""
@@ -110,6 +111,11 @@ class Generator:
             await self.engine.shutdown()
 
     # -- internals ----------------------------------------------------------------------------------------
+
+    def _report_model(self) -> None:
+        # Re-set on every health check: a gauge set once, before Ray's metrics agent is ready, can be lost.
+        self.metrics.model_load_seconds.set(self.load_seconds, tags=self.model_tags)
+        self.metrics.model_available.set(0 if self.engine is None else 1, tags=self.model_tags)
 
     def _engine(self) -> Engine:
         if self.engine is None:
@@ -130,7 +136,8 @@ class Generator:
 
     async def _guided_json(self, engine: Engine, request: GenerationRequest) -> Completion:
         assert request.json_schema is not None
-        completion = await engine.complete(request)
+        # Decoding is constrained to the schema; telling the model the schema too helps it fill it sensibly.
+        completion = await engine.complete(with_schema_instruction(request, None))
         self._count(completion.prompt_tokens, completion.completion_tokens)
         problem = schema_violation(completion.text, request.json_schema)
         if problem is not None:  # constrained decoding stops short only when max_tokens cut it
