@@ -6,22 +6,10 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, get
-from litestar.connection import ASGIConnection
-from litestar.exceptions import PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.jobs import schemas, services
-from api.oauth.guards import Principal
-
-JOB_SCOPES = frozenset({"memories:write", "content:generate"})
-
-
-def job_scope_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Jobs are started by `memories:write` or `content:generate`; either may poll them."""
-    principal: Principal = connection.user
-    if not principal.scopes & JOB_SCOPES:
-        raise PermissionDeniedException("insufficient_scope: needs memories:write or content:generate")
+from api.oauth.guards import Principal, requires_any_scope
 
 
 class JobController(Controller):
@@ -32,9 +20,7 @@ class JobController(Controller):
         "/{job_id:uuid}",
         operation_id="getJob",
         summary="Check a background job started by this app for this user: status, and its result or error.",
-        guards=[job_scope_guard],
-        opt={"scope": "memories:write content:generate"},
-        security=[{"oauth2": ["memories:write"]}, {"oauth2": ["content:generate"]}],
+        guards=[requires_any_scope("memories:write", "content:generate")],
     )
     async def get_job(
         self, request: Request[Principal, Any, Any], db_session: AsyncSession, job_id: uuid.UUID

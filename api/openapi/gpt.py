@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 
+from api.oauth.guards import scope_of
 from api.oauth.scopes import SCOPES
 
 GPT_PATH_PREFIX = "/api/v1/"
@@ -53,6 +54,7 @@ def build_gpt_schema(app: Litestar, server_url: str) -> dict[str, Any]:
         raise GptSchemaError(f"GPT Actions need an absolute https server URL, got {server_url!r}")
     server_url = server_url.rstrip("/")
     full: dict[str, Any] = msgspec.to_builtins(app.openapi_schema.to_schema())
+    scopes = _scopes_by_operation(app)
     paths: dict[str, Any] = {}
     for path, item in full["paths"].items():
         if not _is_gpt_path(path):
@@ -66,6 +68,9 @@ def build_gpt_schema(app: Litestar, server_url: str) -> dict[str, Any]:
             operation.pop("deprecated", None)
             if method != "get":
                 operation["x-openai-isConsequential"] = method in CONSEQUENTIAL_METHODS
+            scope = scopes.get(operation.get("operationId", ""))
+            if scope:  # any one of the listed scopes opens the operation
+                operation["security"] = [{"oauth2": [name]} for name in scope.split()]
             kept[method] = operation
         if kept:
             paths[path] = kept
@@ -109,6 +114,17 @@ def build_gpt_schema(app: Litestar, server_url: str) -> dict[str, Any]:
     }
     check_gpt_limits(document)
     return document
+
+
+def _scopes_by_operation(app: Litestar) -> dict[str, str]:
+    """Each operation's required scope, read from its guard (so it holds before the app has started)."""
+    found: dict[str, str] = {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            scope = scope_of(handler)
+            if scope and isinstance(handler.operation_id, str):
+                found[handler.operation_id] = scope
+    return found
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

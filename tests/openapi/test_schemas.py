@@ -60,6 +60,7 @@ async def test_the_gpt_schema_is_valid_and_within_every_gpt_limit(
     assert len(ids) == len(set(ids))
     assert {"searchStandards", "getStandard", "createMemory", "searchMemories", "simplifyText"} <= set(ids)
     for _, method, op in ops:
+        assert op["security"] and all(set(req) == {"oauth2"} for req in op["security"])
         assert len(op["summary"]) <= 300
         assert all(len(p.get("description", "")) <= 700 for p in op.get("parameters", []))
         assert (method == "get") == ("x-openai-isConsequential" not in op)
