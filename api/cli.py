@@ -21,7 +21,7 @@ APP_PATH = "api.app:create_app"
 OFFLINE_DATABASE_URL = "postgresql://offline@localhost/offline"
 OFFLINE_REDIS_URL = "redis://localhost:6379/0"
 # Commands that never need a database or redis.
-_OFFLINE_COMMANDS = {"routes", "schema", "version", "info", "docs", "serving", "--help", "-h"}
+_OFFLINE_COMMANDS = {"routes", "schema", "version", "info", "docs", "serving", "verify", "--help", "-h"}
 
 
 def _needs_services(argv: list[str]) -> bool:
@@ -87,6 +87,7 @@ def setu_group() -> click.Group:
     from api.oauth.cli import keys_group
     from api.openapi.cli import docs_group
     from api.serving_cli import serving_group
+    from api.verify.cli import verify_command
 
     # Our command groups, one per domain that has one.
     for command in (
@@ -98,6 +99,7 @@ def setu_group() -> click.Group:
         worker_command,
         docs_group,
         serving_group,
+        verify_command,
     ):
         litestar_group.add_command(command)  # type: ignore[arg-type]
     return litestar_group
