@@ -27,6 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Ray runs workers at nice 15; the direct call runs at 0. Compare like with like.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import httpx
 import ray
@@ -98,6 +100,9 @@ async def bench_embeddings(seconds: float, cpus: float) -> None:
 
 
 async def bench_overhead(samples: int, cpus: float, http_port: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))  # what Ray gives the replica (OMP_NUM_THREADS = num_cpus)
     model = load_sentence_transformer(EmbedderConfig(device="cpu"))
     direct = []
     for _ in range(samples):
@@ -147,7 +152,7 @@ async def bench_generator(engine: str, model: str, seconds: float, options: dict
     config = GeneratorConfig(engine=engine, model=model, served_name="bench", engine_options=options)
     handle = serve.run(
         Generator.options(
-            name=f"Generator-{engine}", max_ongoing_requests=64, ray_actor_options={"num_cpus": 2}
+            name=f"Generator-{engine}", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1}
         ).bind(config),
         name=f"gen-{engine}",
         route_prefix=None,

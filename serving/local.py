@@ -27,9 +27,8 @@ from typing import Any
 LOCAL_CONFIG = Path(__file__).resolve().parent.parent / "cluster" / "serve-local.yaml"
 _RAY_WORKER_PORTS = range(10002, 20000)
 # Our head and our drivers agree on token auth (the token lives in ~/.ray/auth_token, made on first start).
-# Ray reads the mode when it is imported, so it is set here, before any import of ray in this process.
+# Ray reads the mode when it is first imported: drivers set it before their first `import ray`.
 _TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
-os.environ.update(_TOKEN_AUTH)
 # One node, nothing to migrate: drain briefly on SIGTERM (Ray's default waits up to 30 s).
 _QUICK_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "3"}
 
@@ -169,7 +168,8 @@ def _reap(pid: int) -> None:
 
 
 def connect(address: str) -> None:
-    """Join the local Ray as a driver (token auth, like the head we started)."""
+    """Join the local Ray as a driver (token auth, like the head we started). Call before importing ray."""
+    os.environ.update(_TOKEN_AUTH)
     import ray
 
     ray.init(
@@ -182,14 +182,14 @@ def connect(address: str) -> None:
 
 def deploy_config(address: str, config_path: Path, http_port: int, timeout_s: float = 600) -> dict[str, Any]:
     """Connect to `address`, deploy the config with Serve's HTTP proxy on `http_port`, wait, disconnect."""
+    connect(address)
     import ray
 
     from serving.runtime import deploy, read_config
 
-    config = read_config(config_path)
-    config.setdefault("http_options", {}).update(host="127.0.0.1", port=http_port)
-    connect(address)
     try:
+        config = read_config(config_path)
+        config.setdefault("http_options", {}).update(host="127.0.0.1", port=http_port)
         return deploy(config, timeout_s=timeout_s)
     finally:
         ray.shutdown()
