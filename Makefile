@@ -45,6 +45,13 @@ typecheck: $(DEV_STAMP)
 pytest: $(DEV_STAMP) chromium
 	$(BIN)/python -m pytest
 
+## coverage: the test suite under coverage; fails below COVERAGE_FLOOR percent (CI's gate)
+COVERAGE_FLOOR ?= 50
+.PHONY: coverage
+coverage: $(DEV_STAMP) promtool chromium
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage report --fail-under=$(COVERAGE_FLOOR)
+
 # Headless Chromium (Debian's `chromium`) drives the sign-in and consent page tests; installed when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
