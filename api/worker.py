@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.content.controllers import CONTENT_JOB, run_content_job
+from api.curriculum.loader import embedding_sweeper
 from api.jobs.worker import Worker
 from api.lib.settings import Settings
 from api.memories.services import EMBED_JOB, embed_memory, pending_sweeper
@@ -20,7 +21,7 @@ def build_worker(settings: Settings, sessions: async_sessionmaker[AsyncSession],
         sessions=sessions,
         handlers={EMBED_JOB: embed_memory, CONTENT_JOB: run_content_job},
         services={"serving": serving, "settings": settings},
-        sweepers=(pending_sweeper(settings.memory_pending_grace_seconds),),
+        sweepers=(pending_sweeper(settings.memory_pending_grace_seconds), embedding_sweeper(serving)),
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.job_lease_seconds,
     )

@@ -10,30 +10,23 @@ from rich.progress import Progress
 from api.curriculum.loader import DATA_DIR, LoadReport, load_curriculum
 from api.lib.console import print_json, run
 from api.lib.db import standalone_sessions
-from api.lib.errors import UpstreamUnavailable
 from api.lib.serving import ServingClient
 from api.lib.settings import Settings, get_settings
 
 
 async def load(settings: Settings, path: Path, *, show_progress: bool) -> LoadReport:
-    """Upsert the seed, then embed what lacks an embedding; without serving, load the text only."""
+    """Upsert the seed, then embed what lacks an embedding (with serving down, the worker does it later)."""
     serving = ServingClient.from_settings(settings) if settings.serving_url else None
     try:
         async with standalone_sessions(settings) as sessions:
             with Progress(disable=not show_progress, transient=True) as progress:
                 task = progress.add_task("embedding standards", total=None)
-                try:
-                    return await load_curriculum(
-                        sessions,
-                        serving,
-                        path,
-                        lambda done, total: progress.update(task, completed=done, total=total),
-                    )
-                except UpstreamUnavailable as error:
-                    click.echo(
-                        f"serving unavailable ({error.detail}); loading text without embeddings", err=True
-                    )
-                    return await load_curriculum(sessions, None, path)
+                return await load_curriculum(
+                    sessions,
+                    serving,
+                    path,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                )
     finally:
         if serving is not None:
             await serving.aclose()

@@ -7,17 +7,21 @@ import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.curriculum.models import Board, Book, Standard, Subject
 from api.lib.embeddings import Embedder
+from api.lib.errors import UpstreamUnavailable
+
+log = structlog.get_logger("api.curriculum")
 
 DATA_DIR = Path(__file__).parent / "data"
 BOARDS = {
@@ -157,7 +161,8 @@ async def load_curriculum(
     """Upsert boards, subjects, books and standards, then embed every standard without an embedding.
 
     A standard whose text changed loses its embedding and is embedded again; unchanged rows are untouched.
-    Without an embedder (serving down) the text is loaded and embeddings are left for the next run.
+    Without an embedder, or with serving down, the text is loaded and the embeddings are left to
+    `embedding_sweeper` (run by the job worker) or the next load.
     """
     seed = read_seed(path)
     async with sessions() as session, session.begin():
@@ -165,7 +170,12 @@ async def load_curriculum(
         subjects = await _upsert_subjects(session, seed.subjects)
         books = await _upsert_books(session, seed.books, boards["NCERT"])
         changed = await _upsert_standards(session, seed.standards, boards["NCERT"], subjects, books)
-    embedded = await embed_missing(sessions, embedder, progress) if embedder is not None else 0
+    embedded = 0
+    if embedder is not None:
+        try:
+            embedded = await embed_missing(sessions, embedder, progress)
+        except UpstreamUnavailable as error:  # the worker's sweeper embeds the rest once serving is up
+            log.warning("curriculum loaded without embeddings", reason=error.detail)
     async with sessions() as session:
         missing = await session.scalar(select(func.count()).where(Standard.embedding.is_(None))) or 0
     return LoadReport(changed, len(books), embedded, int(missing))
@@ -306,3 +316,15 @@ async def embed_missing(
 def embedding_text(kind: str, text: str, keywords: str | None) -> str:
     """What gets embedded: the text with its context (subject, class, book)."""
     return f"{text}. {keywords}" if kind == "chapter" and keywords else text
+
+
+def embedding_sweeper(embedder: Embedder) -> Callable[[async_sessionmaker[AsyncSession]], Awaitable[int]]:
+    """A job-worker sweeper: embed standards that still lack an embedding, whenever serving is up."""
+
+    async def sweep(sessions: async_sessionmaker[AsyncSession]) -> int:
+        try:
+            return await embed_missing(sessions, embedder)
+        except UpstreamUnavailable:
+            return 0
+
+    return sweep

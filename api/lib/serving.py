@@ -325,6 +325,11 @@ class ServingClient:
             except _Rejected:
                 self.breaker.release()
                 raise
+            except BaseException:
+                # Cancelled (a /ready probe timing out, a caller going away): a half-open probe must not
+                # stay "in flight" forever, or the breaker never closes again.
+                self.breaker.release()
+                raise
             self.breaker.record_success()
             return result
 
