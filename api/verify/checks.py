@@ -106,7 +106,7 @@ def _reason(response: httpx.Response) -> str:
 
 class Verification:
     """Runs the checks against one deployment with one HTTP client; later checks use what earlier ones
-    learned (the OAuth metadata, the signing keys, the access token)."""
+    learned (the OAuth metadata, the access token)."""
 
     def __init__(self, target: Target, http: httpx.Client) -> None:
         self.target = target
@@ -369,8 +369,9 @@ class Verification:
             raise CheckFailed(f"outside the GPT limits: {error}") from None
         except (AttributeError, KeyError, TypeError, IndexError) as error:
             raise CheckFailed(f"malformed schema ({type(error).__name__}: {error})") from None
-        scheme = document.get("components", {}).get("securitySchemes", {}).get("oauth2", {})
-        flow = scheme.get("flows", {}).get("authorizationCode")
+        flow: Any = document
+        for key in ("components", "securitySchemes", "oauth2", "flows", "authorizationCode"):
+            flow = flow.get(key) if isinstance(flow, dict) else None
         if not isinstance(flow, dict):
             raise CheckFailed("no OAuth2 authorization-code security scheme")
         mismatched = [
