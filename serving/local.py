@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 
 LOCAL_CONFIG = Path(__file__).resolve().parent.parent / "cluster" / "serve-local.yaml"
 _RAY_WORKER_PORTS = range(10002, 20000)
+_MAX_TEMP_DIR_LENGTH = 40
 # Our head and our drivers agree on token auth (the token lives in ~/.ray/auth_token, made on first start).
 # Ray reads the mode when it is first imported: drivers set it before their first `import ray`.
 _TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
@@ -84,6 +87,16 @@ def _ours(state: LocalRay) -> bool:
     return state.temp_dir in cmdline
 
 
+def _temp_dir_for(state_dir: Path) -> Path:
+    """`<state_dir>/ray`, or a short private dir when that is too long for Ray's unix sockets (107 bytes, and
+    Ray appends about 65 to the temp dir)."""
+    preferred = state_dir / "ray"
+    if len(str(preferred)) <= _MAX_TEMP_DIR_LENGTH:
+        return preferred
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"setu-ray-{digest}"
+
+
 def start_head(
     state_dir: Path, *, http_port: int, metrics_port: int, num_cpus: int | None = None
 ) -> LocalRay:
@@ -94,7 +107,8 @@ def start_head(
     for port, what in ((http_port, "SETU_SERVING_PORT"), (metrics_port, "SETU_SERVING_METRICS_PORT")):
         if port_in_use(port):
             raise RuntimeError(f"port {port} ({what}) is in use; choose another")
-    temp_dir = state_dir / "ray"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    temp_dir = _temp_dir_for(state_dir)
     shutil.rmtree(temp_dir, ignore_errors=True)  # sessions of an earlier run
     temp_dir.mkdir(parents=True)
     gcs_port = free_port()

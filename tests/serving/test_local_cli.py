@@ -1,0 +1,73 @@
+"""`setu serving up | status | down`: a private local Ray with the CPU config, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.utils.servers import free_port
+
+SETU = str(Path(sys.executable).with_name("setu"))
+
+pytestmark = pytest.mark.ray
+
+
+def processes_under(directory: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(directory).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_serving_up_status_down(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SERVING_URL"}
+    env.update(
+        {
+            "SETU_DATA_DIR": str(data_dir),
+            "SETU_SERVING_PORT": str(port),
+            "SETU_SERVING_METRICS_PORT": str(free_port()),
+        }
+    )
+
+    def setu(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SETU, "serving", *args], env=env, capture_output=True, text=True, timeout=300)
+
+    ray_dir: Path | None = None
+    try:
+        up = setu("up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        ray_dir = Path(json.loads((data_dir / "serving" / "ray.json").read_text())["temp_dir"])
+        assert f"http://127.0.0.1:{port}" in up.stdout
+        assert setu("up").returncode != 0  # one local Ray per data dir
+
+        status = setu("status", "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        deployments = report["serve"]["applications"]["setu"]["deployments"]
+        assert set(deployments) == {"Ingress", "Embedder", "Generator", "Translator"}
+        assert all(info["status"] == "HEALTHY" for info in deployments.values())
+        # The CPU config names a generator this offline machine cannot download: reported, not fatal.
+        assert report["health"]["models"]["generation"]["status"] == "unavailable"
+        assert report["health"]["models"]["embedding"]["status"] == "available"
+        embedded = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "hello"}, timeout=30)
+        assert len(embedded.json()["data"][0]["embedding"]) == 384
+        assert processes_under(ray_dir)
+    finally:
+        down = setu("down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert ray_dir is not None and processes_under(ray_dir) == []
+    assert "No local Ray" in setu("down").stdout
