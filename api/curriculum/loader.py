@@ -28,7 +28,7 @@ BOARDS = {
     "NCERT": "National Council of Educational Research and Training",
     "CBSE": "Central Board of Secondary Education",
 }
-EMBED_BATCH = 64
+EMBED_BATCH = 16  # small calls: each finishes well inside the serving client's timeout, even on a busy CPU
 
 
 def slugify(name: str) -> str:
@@ -324,7 +324,8 @@ def embedding_sweeper(embedder: Embedder) -> Callable[[async_sessionmaker[AsyncS
     async def sweep(sessions: async_sessionmaker[AsyncSession]) -> int:
         try:
             return await embed_missing(sessions, embedder)
-        except UpstreamUnavailable:
+        except UpstreamUnavailable as error:
+            log.warning("standards still without embeddings; retrying at the next sweep", reason=error.detail)
             return 0
 
     return sweep
