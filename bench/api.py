@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -49,6 +49,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     generator: str
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per request of each server process tree (API, PostgreSQL, Valkey...)."""
 
 
 # (a) the bare app
@@ -152,12 +154,24 @@ def run_python_load(url: str, headers: dict[str, str], connections: int, seconds
     return Result("", url, connections, seconds, generator="aiohttp closed loop", **figures)
 
 
-def measure(target: str, url: str, headers: dict[str, str], connections: int, seconds: float) -> Result:
-    """Warm up for 2 s, then measure for `seconds`."""
+def measure(
+    target: str,
+    url: str,
+    headers: dict[str, str],
+    connections: int,
+    seconds: float,
+    roots: dict[str, int | None],
+) -> Result:
+    """Warm up for 2 s, then measure for `seconds`, with the CPU the server processes (`roots`) used."""
+    from loadtests import cpu
+
     run = run_wrk if shutil.which("wrk") else run_python_load
     run(url, headers, connections, 2)
+    before = cpu.cpu_seconds(roots)
     result = run(url, headers, connections, seconds)
-    return Result(**{**asdict(result), "target": target})
+    used = cpu.used_between(before, cpu.cpu_seconds(roots))
+    per_request = {name: round(1000 * value / max(result.requests, 1), 3) for name, value in used.items()}
+    return Result(**{**asdict(result), "target": target, "cpu_ms_per_request": per_request})
 
 
 # The run
@@ -189,13 +203,20 @@ def bench_bare(connections: int, seconds: float) -> Result:
     try:
         url = f"http://127.0.0.1:{port}/hello"
         _wait_ready(url, process)
-        return measure("(a) bare Litestar JSON route", url, {}, connections, seconds)
+        return measure("(a) bare Litestar JSON route", url, {}, connections, seconds, {"api": process.pid})
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
 
 
-def bench_api(host: str, token: str, code: str, connections: int, seconds: float) -> list[Result]:
+def bench_api(
+    host: str,
+    token: str,
+    code: str,
+    connections: int,
+    seconds: float,
+    roots: dict[str, int | None] | None = None,
+) -> list[Result]:
     headers = {"Authorization": f"Bearer {token}"}
     search = urlencode({"q": SEARCH_QUERY, "limit": 10})
     return [
@@ -205,6 +226,7 @@ def bench_api(host: str, token: str, code: str, connections: int, seconds: float
             headers,
             connections,
             seconds,
+            roots or {},
         ),
         measure(
             "(c) searchStandards with q",
@@ -212,6 +234,7 @@ def bench_api(host: str, token: str, code: str, connections: int, seconds: float
             headers,
             connections,
             seconds,
+            roots or {},
         ),
     ]
 
@@ -245,17 +268,20 @@ def bench_local_stack(connections: int, seconds: float, serving_url: str | None)
         token = _access_token(stack.api_url, data)
         code = data.standard_codes[len(data.standard_codes) // 2]
         bare = bench_bare(connections, seconds)
-        return [bare, *bench_api(stack.api_url, token, code, connections, seconds)]
+        roots = stack.process_roots()
+        roots.pop("ml tier", None)  # idle here: query embeddings come from the Redis cache
+        return [bare, *bench_api(stack.api_url, token, code, connections, seconds, roots)]
 
 
 def print_report(results: list[Result], load_before: str) -> None:
     out = sys.stdout
     width = max(len(r.target) for r in results)
-    out.write(f"\n{'target'.ljust(width)}  conns     req/s   p50 ms   p99 ms  errors\n")
+    out.write(f"\n{'target'.ljust(width)}  conns     req/s   p50 ms   p99 ms  errors  CPU ms/request\n")
     for r in results:
+        cpu = ", ".join(f"{name} {value:.3f}" for name, value in r.cpu_ms_per_request.items()) or "-"
         out.write(
             f"{r.target.ljust(width)}  {r.connections:5d}  {r.rps:8.0f}  {r.p50_ms:7.2f}  {r.p99_ms:7.2f}  "
-            f"{r.errors:6d}\n"
+            f"{r.errors:6d}  {cpu}\n"
         )
     by_key = {r.target[:3]: r for r in results}
     bare = by_key.get("(a)")
@@ -306,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(json.dumps(figures) + "\n")
         return
 
+    from loadtests.stack import exit_on_sigterm
+
+    exit_on_sigterm()
     load_before = _load_average()
     if args.host:
         if not args.token:

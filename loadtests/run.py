@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loadtests import cpu, slo
 from loadtests.setup import prepare
-from loadtests.stack import Stack
+from loadtests.stack import Stack, exit_on_sigterm
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USER_CLASSES = ("GptUser", "OAuthUser", "ServingUser")
@@ -130,9 +130,17 @@ def run_locust(
         locust = subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT, env=environment)  # noqa: S603
         roots["locust"] = locust.pid
         tracked = cpu.cpu_seconds({"locust": locust.pid})
-        while locust.poll() is None:  # the locust tree's last reading before it exits
-            tracked = cpu.cpu_seconds({"locust": locust.pid}) or tracked
-            time.sleep(1)
+        try:
+            while locust.poll() is None:  # the locust tree's last reading before it exits
+                tracked = cpu.cpu_seconds({"locust": locust.pid}) or tracked
+                time.sleep(1)
+        finally:
+            if locust.poll() is None:  # we are being stopped: stop locust too (it writes its reports)
+                locust.terminate()
+                try:
+                    locust.wait(30)
+                except subprocess.TimeoutExpired:
+                    locust.kill()
     after = {**cpu.cpu_seconds({k: v for k, v in roots.items() if k != "locust"}), **tracked}
     return locust.returncode, cpu.used_between(before, after)
 
@@ -162,6 +170,7 @@ def execute(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("run_*.csv"):
         old.unlink()

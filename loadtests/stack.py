@@ -280,6 +280,15 @@ class Stack:
         self.log.flush()
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind the stack like Ctrl-C does, so `Stack.stop()` runs and nothing is left behind."""
+
+    def raise_exit(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, raise_exit)
+
+
 def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM to the child's process group, SIGKILL after `grace` seconds."""
     if process.poll() is not None:
