@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from prometheus_client import REGISTRY
 
-from api.lib.errors import InvalidInput, UpstreamUnavailable
+from api.lib.errors import InvalidInput, UpstreamBadOutput, UpstreamUnavailable
 from api.lib.serving import BreakerState, CircuitBreaker, ServingClient, serving_checks
 from api.system.readiness import run_checks
 from tests.utils.servers import free_port
@@ -109,6 +109,13 @@ async def test_chat_translate_and_models_through_the_client(serving: ServingClie
         [{"role": "user", "content": arithmetic_question(5, 2)}], temperature=0, json_schema=ANSWER_SCHEMA
     )
     assert not list(Draft202012Validator(ANSWER_SCHEMA).iter_errors(json.loads(structured.text)))
+    with pytest.raises(UpstreamBadOutput, match="json_schema") as rejected:
+        await serving.chat(
+            [{"role": "user", "content": "hi"}],
+            json_schema={"type": "array", "minItems": 3, "items": {"type": "integer"}},
+        )
+    assert rejected.value.status_code == 502
+    assert serving.breaker.failures == 0  # a model's bad answer says nothing about serving's health
     assert len(await serving.translate(["water", "book"], source="en", target="hi")) == 2
     kinds = {card["kind"] for card in await serving.models()}
     assert kinds == {"embedding", "generation", "translation"}
