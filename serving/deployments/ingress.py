@@ -40,7 +40,13 @@ api = FastAPI(title="ShikshaSetu ML tier", docs_url=None, redoc_url=None)
 
 
 def _error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "service_unavailable_error"
+    kind = (
+        "invalid_request_error"
+        if status < 500
+        else "service_unavailable_error"
+        if status == 503
+        else "server_error"
+    )
     return {"error": {"message": message, "type": kind, "code": code, "param": None}}
 
 
