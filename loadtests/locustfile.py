@@ -186,11 +186,10 @@ class Grant:
             if page.status_code != 200 or "csrf_token" not in (page.text or ""):
                 page.failure(f"{page.status_code}: no sign-in form")
                 raise OAuthFailed("authorize:page")
-        headers = _FORM
         fields = dict(_HIDDEN.findall(page.text or ""))
         login = urlencode({**_unescaped(fields), "email": email, "password": data["password"]})
         with client.post(
-            "/oauth/authorize", data=login, headers=headers, name="authorize:signIn", catch_response=True
+            "/oauth/authorize", data=login, headers=_FORM, name="authorize:signIn", catch_response=True
         ) as consent_page:
             if consent_page.status_code != 200 or "decision" not in (consent_page.text or ""):
                 consent_page.failure(f"{consent_page.status_code}: sign-in refused")
@@ -201,7 +200,7 @@ class Grant:
         with client.post(
             "/oauth/authorize",
             data=consent,
-            headers=headers,
+            headers=_FORM,
             name="authorize:consent",
             allow_redirects=False,
             catch_response=True,

@@ -75,11 +75,11 @@ class Violation:
     limit: float
 
     def __str__(self) -> str:
-        unit = {"error rate": "", "requests/s": " req/s"}.get(self.measure, " ms")
         if self.measure == "error rate":
             return f"{self.operation}: error rate {self.measured:.2%} > {self.limit:.2%}"
-        comparison = "<" if self.measure == "requests/s" else ">"
-        return f"{self.operation}: {self.measure} {self.measured:g}{unit} {comparison} {self.limit:g}{unit}"
+        if self.measure == "requests/s":
+            return f"{self.operation}: {self.measured:g} requests/s < {self.limit:g}"
+        return f"{self.operation}: {self.measure} {self.measured:g} ms > {self.limit:g} ms"
 
 
 class SloFileError(ValueError):
