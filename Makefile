@@ -46,7 +46,8 @@ pytest: $(DEV_STAMP) chromium
 	$(BIN)/python -m pytest
 
 ## coverage: the test suite under coverage; fails below COVERAGE_FLOOR percent (CI's gate)
-COVERAGE_FLOOR ?= 50
+# Measured 75% (line + branch, the pytest process only; Ray replicas and subprocesses are not counted).
+COVERAGE_FLOOR ?= 72
 .PHONY: coverage
 coverage: $(DEV_STAMP) promtool chromium
 	$(BIN)/coverage run -m pytest
