@@ -10,6 +10,7 @@ sample. Allowed to be missing: GPU families on a machine without a GPU, and `up`
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -101,17 +102,25 @@ def _ray_node() -> tuple[str, bool]:
     return url, ray.cluster_resources().get("GPU", 0) > 0
 
 
-async def _ray_series(url: str, wanted: set[str]) -> set[str]:
-    """Ray's samples, scraped until every wanted name is there or the export interval has surely passed."""
+async def _ray_series(url: str, wanted: set[str], serving_url: str) -> set[str]:
+    """Ray's samples, scraped until every wanted name is there or the export interval has surely passed.
+
+    Ray drops a gauge about two export intervals after its last report, so requests keep flowing through
+    the Serve proxy and the batched embedder meanwhile, as production traffic would."""
     deadline = time.monotonic() + RAY_EXPORT_SECONDS
-    async with httpx.AsyncClient(timeout=10) as http:
-        while True:
+    async with httpx.AsyncClient(timeout=30) as http:
+        for round_number in itertools.count():
+            embedded = await http.post(
+                f"{serving_url}/v1/embeddings", json={"input": [f"keeping the replicas busy {round_number}"]}
+            )
+            assert embedded.status_code == 200, embedded.text[:500]
             response = await http.get(url)
             assert response.status_code == 200, response.text[:500]
             names = _sample_names(response.text)
             if wanted <= names or time.monotonic() > deadline:
-                return names
+                break
             await asyncio.sleep(2)
+    return names
 
 
 async def _exercise(http: httpx.AsyncClient, settings: Settings) -> uuid.UUID:
@@ -200,7 +209,7 @@ async def test_every_metric_in_alerts_and_dashboards_exists_on_a_running_stack(
     wanted_from_ray = {metric for metric in named if metric.startswith("ray_")}
     if not has_gpu:
         wanted_from_ray -= RAY_GPU_FAMILIES
-    ray_series = await _ray_series(ray_url, wanted_from_ray)
+    ray_series = await _ray_series(ray_url, wanted_from_ray, settings.serving_url or "")
 
     exported = api_series | worker_series | ray_series
     allowed = RECORDED_BY_PROMETHEUS | (set() if has_gpu else RAY_GPU_FAMILIES)
