@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,6 +14,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from api.app import create_app
@@ -110,20 +112,7 @@ def sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(db_engine, expire_on_commit=False)
 
 
-@pytest.fixture(autouse=True)
-async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Every test starts from empty tables and an empty Redis (curriculum reference data and JWT signing
-    keys are kept)."""
-    yield
-    if "database_url" not in request.fixturenames:
-        return
-    # Reuse the session engine when this test has it; starting an async fixture here is not possible.
-    shared = "db_engine" in request.fixturenames
-    engine: AsyncEngine = (
-        request.getfixturevalue("db_engine")
-        if shared
-        else create_async_engine(_async_url(request.getfixturevalue("database_url")))
-    )
+async def _truncate(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         tables = (
             (
@@ -140,6 +129,32 @@ async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         )
         if tables:
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(autouse=True)
+async def _isolate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test starts from empty tables and an empty Redis (curriculum reference data and JWT signing
+    keys are kept)."""
+    yield
+    if "database_url" not in request.fixturenames:
+        return
+    # Reuse the session engine when this test has it; starting an async fixture here is not possible.
+    shared = "db_engine" in request.fixturenames
+    engine: AsyncEngine = (
+        request.getfixturevalue("db_engine")
+        if shared
+        else create_async_engine(_async_url(request.getfixturevalue("database_url")))
+    )
+    for attempt in range(5):
+        try:
+            await _truncate(engine)
+            break
+        except DBAPIError as error:
+            # A session app's background task (audit flush, job worker) can hold a row lock that TRUNCATE
+            # waits on while it waits for us: PostgreSQL aborts one side; ours simply tries again.
+            if "deadlock" not in str(error) or attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
     if not shared:
         await engine.dispose()
     if "redis_url" in request.fixturenames:
