@@ -246,7 +246,7 @@ class GptUser(FastHttpUser):
     """A Custom GPT acting for one signed-in teacher or student: curriculum look-ups and a memory bank."""
 
     weight = 8
-    wait_time = pace("GPT", 50)
+    wait_time = pace("GPT", 5)
 
     def on_start(self) -> None:
         self.grant = Grant(self)

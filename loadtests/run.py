@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="user classes to run (default: all; ServingUser only when a serving URL is known)",
     )
     load.add_argument(
-        "--gpt-rate", type=float, default=50, help="task iterations/s per GptUser (0: no pause)"
+        "--gpt-rate", type=float, default=5, help="task iterations/s per GptUser (0: no pause; goal run: 50)"
     )
     load.add_argument("--oauth-rate", type=float, default=5, help="per OAuthUser")
     load.add_argument("--serving-rate", type=float, default=10, help="per ServingUser")
