@@ -13,7 +13,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.apps.models import GptApp
 from api.oauth.runtime import OAuthRuntime, runtime_of
 from api.oauth.schemas import Introspection, JsonWebKeySet, ServerMetadata, TokenError, TokenResponse
 from api.oauth.scopes import SCOPES
@@ -51,6 +53,19 @@ async def read_form(request: Request[Any, Any, Any]) -> dict[str, str]:
             raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
         values[name] = value
     return values
+
+
+async def _client_and_token(
+    runtime: OAuthRuntime, session: AsyncSession, request: Request[Any, Any, Any]
+) -> tuple[GptApp, str]:
+    """Revocation and introspection: authenticate the calling client, then read the `token` it names."""
+    form = await read_form(request)
+    credentials = client_credentials_from(request.headers.get("authorization"), form)
+    app = await runtime.server.authenticate_client(session, credentials, client_ip(request))
+    token = form.get("token")
+    if not token:
+        raise OAuthError("invalid_request", "token is required")
+    return app, token
 
 
 def _error(error: OAuthError) -> Response[TokenError]:
@@ -119,13 +134,8 @@ class OAuthController(Controller):
     async def revoke(self, request: Request[Any, Any, State]) -> Response[Any]:
         runtime = runtime_of(request.app)
         try:
-            form = await read_form(request)
-            credentials = client_credentials_from(request.headers.get("authorization"), form)
             async with runtime.sessions() as session:
-                app = await runtime.server.authenticate_client(session, credentials, client_ip(request))
-                token = form.get("token")
-                if not token:
-                    raise OAuthError("invalid_request", "token is required")
+                app, token = await _client_and_token(runtime, session, request)
                 await runtime.server.revoke(session, app, token)
                 await session.commit()
         except OAuthError as error:
@@ -142,13 +152,8 @@ class OAuthController(Controller):
     async def introspect(self, request: Request[Any, Any, State]) -> Response[Any]:
         runtime = runtime_of(request.app)
         try:
-            form = await read_form(request)
-            credentials = client_credentials_from(request.headers.get("authorization"), form)
             async with runtime.sessions() as session:
-                app = await runtime.server.authenticate_client(session, credentials, client_ip(request))
-                token = form.get("token")
-                if not token:
-                    raise OAuthError("invalid_request", "token is required")
+                app, token = await _client_and_token(runtime, session, request)
                 result: Introspection = await runtime.server.introspect(session, app, token)
         except OAuthError as error:
             return _error(error)
