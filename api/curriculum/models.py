@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 from advanced_alchemy.base import UUIDAuditBase
-from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, Computed, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import text as sa_text
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -78,6 +79,39 @@ class Standard(UUIDAuditBase):
     content_hash: Mapped[str] = mapped_column(String(64))
     embedding: Mapped[list[float] | None] = mapped_column(embedding_column_type(), nullable=True)
     search_text: Mapped[str] = mapped_column(TSVECTOR, Computed(_SEARCH_TEXT, persisted=True))
+    topics: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=sa_text("'[]'::jsonb"))
+    topics_source: Mapped[str | None] = mapped_column(String(64))
 
     subject: Mapped[Subject] = relationship(lazy="joined", innerjoin=True)
     board: Mapped[Board] = relationship(lazy="joined", innerjoin=True)
+
+
+class Topic(UUIDAuditBase):
+    """A section heading or key topic of a chapter, as its source prints it, with its own embedding.
+
+    `class_level` and `subject_id` repeat the chapter's so that filtered topic search needs no join.
+    """
+
+    __tablename__ = "curriculum_topics"
+    __table_args__ = (
+        UniqueConstraint("standard_id", "position", name="uq_curriculum_topics_standard_position"),
+        Index("ix_topic_filters", "class_level", "subject_id"),
+        Index("ix_topic_search_text", "search_text", postgresql_using="gin"),
+        Index(
+            "ix_topic_embedding",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+    )
+    standard_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("curriculum_standards.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    topic: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(64))
+    class_level: Mapped[int]
+    subject_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("curriculum_subjects.id", ondelete="CASCADE"))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    embedding: Mapped[list[float] | None] = mapped_column(embedding_column_type(), nullable=True)
+    search_text: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english', topic)", persisted=True)
+    )
