@@ -84,6 +84,7 @@ def setu_group() -> click.Group:
     from api.apps.cli import apps_group
     from api.curriculum.cli import curriculum_group
     from api.jobs.cli import worker_command
+    from api.lib.cleantext import guard_cli
     from api.oauth.cli import keys_group
     from api.openapi.cli import docs_group
     from api.serving_cli import serving_group
@@ -102,7 +103,7 @@ def setu_group() -> click.Group:
         verify_command,
     ):
         litestar_group.add_command(command)  # type: ignore[arg-type]
-    return litestar_group
+    return guard_cli(litestar_group)  # NUL/lone surrogate in any parameter: a usage error
 
 
 def _raise_system_exit(signum: int, _frame: FrameType | None) -> None:
