@@ -49,7 +49,8 @@ def up_command(config_path: Path | None) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"Ray head running (PID {state.pid}, temp dir {state.temp_dir}); deploying...")
     try:
-        deploy_config(state.address, config_path or LOCAL_CONFIG, settings.serving_port)
+        token_path = state.auth_token_path(state_dir)
+        deploy_config(state.address, config_path or LOCAL_CONFIG, settings.serving_port, token_path)
     except (RuntimeError, ValueError) as error:
         stop_head(state_dir)
         raise click.ClickException(f"deploy failed, Ray stopped: {error}") from None
@@ -66,11 +67,12 @@ def status_command(as_json: bool) -> None:
     from serving.local import read_state
 
     settings = get_settings()
-    state = read_state(_state_dir(settings))
+    state_dir = _state_dir(settings)
+    state = read_state(state_dir)
     report: dict[str, Any] = {}
     if state is not None:
         report["ray"] = {"pid": state.pid, "address": state.address, "metrics": state.metrics_url}
-        report["serve"] = _serve_status(state.address)
+        report["serve"] = _serve_status(state.address, state.auth_token_path(state_dir))
     url = settings.serving_url or (state.http_url if state else None)
     if url is None:
         raise click.ClickException("no local serving is running (setu serving up) and SERVING_URL is unset")
@@ -96,11 +98,11 @@ def down_command() -> None:
         click.echo("No local Ray of ours was running.")
 
 
-def _serve_status(address: str) -> dict[str, Any]:
+def _serve_status(address: str, token_path: Path) -> dict[str, Any]:
     from serving.local import connect
 
     try:
-        connect(address)
+        connect(address, token_path)
     except (ConnectionError, RuntimeError) as error:
         return {"error": f"cannot reach Ray at {address}: {error}"}
     import ray
@@ -154,7 +156,7 @@ def start_local_serving(settings: Settings) -> Settings:
             f"Serving: not started ({error}); ML features answer 503 until SERVING_URL is set", err=True
         )
         return settings
-    deployer = deploy_in_subprocess(state, LOCAL_CONFIG)
+    deployer = deploy_in_subprocess(state, state_dir, LOCAL_CONFIG)
 
     def stop() -> None:
         if deployer.poll() is None:

@@ -10,6 +10,7 @@
    or --model PATH).
 """
 
+# ruff: noqa: E402 (Ray's token settings come before `import ray`)
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Ray runs workers at nice 15; the direct call runs at 0. Compare like with like.
 os.environ.setdefault("RAY_worker_niceness", "0")
+# A private Ray temp dir holding our own auth token (never ~/.ray), set before ray is imported.
+RAY_TEMP_DIR = Path(tempfile.mkdtemp(prefix="setu-bench-ray-"))
+
+from serving.local import AUTH_TOKEN_FILE, use_auth_token  # imports no ray
+
+use_auth_token(RAY_TEMP_DIR / AUTH_TOKEN_FILE)
 
 import httpx
 import ray
@@ -220,7 +227,7 @@ def main() -> None:
         "--embedder-cpus", type=float, default=2, help="ray_actor_options.num_cpus (torch threads)"
     )
     args = parser.parse_args()
-    temp_dir = Path(tempfile.mkdtemp(prefix="setu-bench-ray-"))
+    temp_dir = RAY_TEMP_DIR
     ray.init(
         num_cpus=8,
         include_dashboard=False,

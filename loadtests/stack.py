@@ -189,7 +189,7 @@ class Stack:
             argv,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **environment},
+            env={**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **environment},
             start_new_session=True,  # its own process group: stopped as one, never by name
         )
         log_file.close()
@@ -200,6 +200,10 @@ class Stack:
         started = time.monotonic()
         port = free_port()
         self.ray_dir = Path(tempfile.mkdtemp(prefix="setu-lt-ray-"))  # short: Ray's socket paths are limited
+        from serving.local import AUTH_TOKEN_FILE, auth_environment, ensure_auth_token
+
+        # Our own Ray auth token (never ~/.ray), kept with the stack's data.
+        token = auth_environment(ensure_auth_token(self.root / "data" / AUTH_TOKEN_FILE), base={})
         process = self._spawn(
             [
                 sys.executable,
@@ -212,7 +216,7 @@ class Stack:
                 str(self.ray_dir),
             ],
             "serving.log",
-            {},
+            token,
         )
         url = f"http://127.0.0.1:{port}"
         self._wait(process, f"{url}/health", 300, "the ML tier", "serving.log")

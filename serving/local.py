@@ -6,6 +6,10 @@ started (never `ray stop`, which would stop every Ray on the machine).
 
 `python -m serving.local deploy --address A --config C --http-port P` deploys a config from a separate
 process, so the API process never becomes a Ray driver.
+
+Token auth: the head and every driver use our own token file, `<state_dir>/ray-auth-token` (64 hex
+characters, mode 0600, made once), named by `RAY_AUTH_TOKEN_PATH`. Nothing here reads or writes `~/.ray`:
+a local `ray.init()` or `ray start` without a token source would make `~/.ray/auth_token` (or fail).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -29,9 +35,10 @@ from typing import Any
 LOCAL_CONFIG = Path(__file__).resolve().parent.parent / "cluster" / "serve-local.yaml"
 _RAY_WORKER_PORTS = range(10002, 20000)
 _MAX_TEMP_DIR_LENGTH = 40
-# Our head and our drivers agree on token auth (the token lives in ~/.ray/auth_token, made on first start).
-# Ray reads the mode when it is first imported: drivers set it before their first `import ray`.
-_TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
+# Our head and our drivers agree on token auth with a token file of our own (never ~/.ray/auth_token).
+# Ray reads the mode and the token when first imported: drivers set them before their first `import ray`.
+AUTH_TOKEN_FILE = "ray-auth-token"  # noqa: S105 (a file name)
+_TOKEN_PATTERN = re.compile(r"[0-9a-f]{64}")
 # One node, nothing to migrate: drain briefly on SIGTERM (Ray's default waits up to 30 s).
 _QUICK_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "3"}
 
@@ -45,6 +52,42 @@ def free_port() -> int:
         if port not in _RAY_WORKER_PORTS:
             return port
     raise RuntimeError("no free port outside 10002-19999")
+
+
+def ensure_auth_token(path: Path) -> Path:
+    """The Ray auth token file at `path`, made once (64 hex characters, mode 0600) and reused after.
+
+    Safe when several processes race: the token is written to a private file first and linked into place,
+    so nobody ever reads a half-written token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd, staging = tempfile.mkstemp(prefix=".ray-auth-token-", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):  # another process made it first: theirs wins
+                os.link(staging, path)
+        finally:
+            os.unlink(staging)
+    if not _TOKEN_PATTERN.fullmatch(path.read_text().strip()):
+        raise RuntimeError(f"{path} does not hold a Ray auth token (64 hex characters); delete it")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path
+
+
+def auth_environment(token_path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) set up for our token: token mode, our token file, and
+    no `RAY_AUTH_TOKEN` (which Ray would prefer over the file)."""
+    environment = {k: v for k, v in (os.environ if base is None else base).items() if k != "RAY_AUTH_TOKEN"}
+    environment.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)})
+    return environment
+
+
+def use_auth_token(token_path: Path) -> None:
+    """Make this process a driver of our token (before its first `import ray`)."""
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ensure_auth_token(token_path))})
 
 
 def port_in_use(port: int) -> bool:
@@ -61,6 +104,10 @@ class LocalRay:
     temp_dir: str
     http_url: str
     metrics_url: str
+    token_path: str = ""  # empty in a state file from before token files: `<state_dir>/ray-auth-token`
+
+    def auth_token_path(self, state_dir: Path) -> Path:
+        return Path(self.token_path) if self.token_path else state_dir / AUTH_TOKEN_FILE
 
 
 def _state_file(state_dir: Path) -> Path:
@@ -111,6 +158,7 @@ def start_head(
     temp_dir = _temp_dir_for(state_dir)
     shutil.rmtree(temp_dir, ignore_errors=True)  # sessions of an earlier run
     temp_dir.mkdir(parents=True)
+    token_path = ensure_auth_token(state_dir / AUTH_TOKEN_FILE)
     gcs_port = free_port()
     command = [
         str(Path(sys.executable).with_name("ray")),
@@ -131,7 +179,7 @@ def start_head(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, **_TOKEN_AUTH},
+        env=auth_environment(token_path),
     )
     state = LocalRay(
         pid=process.pid,
@@ -139,6 +187,7 @@ def start_head(
         temp_dir=str(temp_dir),
         http_url=f"http://127.0.0.1:{http_port}",
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        token_path=str(token_path),
     )
     _state_file(state_dir).write_text(json.dumps(asdict(state)))
     address_file = temp_dir / "ray_current_cluster"  # `ray start` writes it once the head is up
@@ -181,9 +230,9 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def connect(address: str) -> None:
-    """Join the local Ray as a driver (token auth, like the head we started). Call before importing ray."""
-    os.environ.update(_TOKEN_AUTH)
+def connect(address: str, token_path: Path) -> None:
+    """Join the local Ray as a driver with the head's token file. Call before importing ray."""
+    use_auth_token(token_path)
     import ray
 
     ray.init(
@@ -194,9 +243,11 @@ def connect(address: str) -> None:
     )
 
 
-def deploy_config(address: str, config_path: Path, http_port: int, timeout_s: float = 600) -> dict[str, Any]:
+def deploy_config(
+    address: str, config_path: Path, http_port: int, token_path: Path, timeout_s: float = 600
+) -> dict[str, Any]:
     """Connect to `address`, deploy the config with Serve's HTTP proxy on `http_port`, wait, disconnect."""
-    connect(address)
+    connect(address, token_path)
     import ray
 
     from serving.runtime import deploy, read_config
@@ -209,13 +260,16 @@ def deploy_config(address: str, config_path: Path, http_port: int, timeout_s: fl
         ray.shutdown()
 
 
-def deploy_in_subprocess(state: LocalRay, config_path: Path) -> subprocess.Popen[bytes]:
+def deploy_in_subprocess(state: LocalRay, state_dir: Path, config_path: Path) -> subprocess.Popen[bytes]:
     """Run `deploy_config` in a child process (the caller stays free of Ray)."""
     port = state.http_url.rsplit(":", 1)[1]
+    token_path = state.auth_token_path(state_dir)
     command = [sys.executable, "-m", "serving.local", "deploy", "--address", state.address]
-    command += ["--config", str(config_path), "--http-port", port]
-    log = (Path(state.temp_dir).parent / "serve-deploy.log").open("ab")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    command += ["--config", str(config_path), "--http-port", port, "--auth-token-path", str(token_path)]
+    log = (state_dir / "serve-deploy.log").open("ab")
+    return subprocess.Popen(  # noqa: S603
+        command, stdout=log, stderr=subprocess.STDOUT, env=auth_environment(token_path)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     deploy_parser.add_argument("--address", required=True)
     deploy_parser.add_argument("--config", type=Path, default=LOCAL_CONFIG)
     deploy_parser.add_argument("--http-port", type=int, required=True)
+    deploy_parser.add_argument(
+        "--auth-token-path", type=Path, required=True, help="the head's Ray auth token file"
+    )
     args = parser.parse_args(argv)
     try:
-        report = deploy_config(args.address, args.config, args.http_port)
+        report = deploy_config(args.address, args.config, args.http_port, args.auth_token_path)
     except (RuntimeError, ValueError) as error:
         print(f"deploy failed: {error}", file=sys.stderr)
         return 1

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from litestar import Litestar
@@ -24,9 +27,24 @@ from api.lib.settings import Settings
 from tests.utils.embedder import LocalEmbedder
 from tests.utils.oauth import issue_test_token
 from tests.utils.servers import embedded_postgres_server, embedded_valkey_server
+from tests.utils.serving import use_session_ray_token
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_RAY_TOKEN_DIR: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's Ray auth token (64 hex, mode 0600) in a private directory, set before any test module
+    imports ray: the session's `ray.init()` and its drivers use it and never touch `~/.ray`."""
+    global _RAY_TOKEN_DIR
+    _RAY_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="setu-test-ray-token-"))
+    use_session_ray_token(_RAY_TOKEN_DIR)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RAY_TOKEN_DIR is not None:
+        shutil.rmtree(_RAY_TOKEN_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,14 @@
-"""`setu serving up | status | down`: a private local Ray with the CPU config, and nothing left behind."""
+"""`setu serving up | status | down`: a private local Ray with the CPU config, and nothing left behind.
+
+It runs with an empty `HOME` and no Ray token settings inherited: a `ray start` that looked for
+`~/.ray/auth_token` would fail at once, and one that made it would leave `HOME` non-empty."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +38,13 @@ def processes_under(directory: Path) -> list[int]:
 
 def test_serving_up_status_down(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
+    home = tmp_path / "home"
+    home.mkdir()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SERVING_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "SERVING_URL" and not k.startswith("RAY_AUTH")}
     env.update(
         {
+            "HOME": str(home),
             "SETU_DATA_DIR": str(data_dir),
             "SETU_SERVING_PORT": str(port),
             "SETU_SERVING_METRICS_PORT": str(free_port()),
@@ -66,8 +74,12 @@ def test_serving_up_status_down(tmp_path: Path) -> None:
         embedded = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "hello"}, timeout=30)
         assert len(embedded.json()["data"][0]["embedding"]) == 384
         assert processes_under(ray_dir)
+        token = data_dir / "serving" / "ray-auth-token"
+        assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
     finally:
         down = setu("down")
     assert down.returncode == 0 and "stopped" in down.stdout
     assert ray_dir is not None and processes_under(ray_dir) == []
     assert "No local Ray" in setu("down").stdout
+    assert sorted(str(path.relative_to(home)) for path in home.rglob("*")) == []  # no ~/.ray, nothing

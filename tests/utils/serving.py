@@ -210,9 +210,23 @@ def serve_test_config(model_dir: Path, http_port: int) -> dict[str, Any]:
     }
 
 
+def use_session_ray_token(directory: Path) -> Path:
+    """Give this test process (and the Ray it starts) a token file of its own under `directory`, so
+    `ray.init()` neither reads nor writes `~/.ray/auth_token`. Call before the first `import ray`
+    (conftest's `pytest_configure` does)."""
+    from serving.local import AUTH_TOKEN_FILE, use_auth_token
+
+    token_path = directory / AUTH_TOKEN_FILE
+    use_auth_token(token_path)
+    return token_path
+
+
 @contextmanager
 def local_serve(config: dict[str, Any], *, num_cpus: int = 4) -> Iterator[str]:
     """A private Ray (own temp dir, no dashboard) running `config`; yields the HTTP URL, tears all down."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="setu-ray-"))
+    if not os.environ.get("RAY_AUTH_TOKEN_PATH"):  # outside pytest: a token in the private temp dir
+        use_session_ray_token(temp_dir)
     import ray
     from ray import serve
 
@@ -220,7 +234,6 @@ def local_serve(config: dict[str, Any], *, num_cpus: int = 4) -> Iterator[str]:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    temp_dir = Path(tempfile.mkdtemp(prefix="setu-ray-"))
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
