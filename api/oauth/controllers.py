@@ -198,6 +198,10 @@ class OAuthController(Controller):
         runtime = runtime_of(request.app)
         async with runtime.sessions() as session:
             keys = await runtime.keys.published(session)
+        if not keys:  # start-up could not make the first key (database down then): make it now
+            await runtime.keys.ensure_key()
+            async with runtime.sessions() as session:
+                keys = await runtime.keys.published(session)
         return Response(JsonWebKeySet(keys=keys), headers={"Cache-Control": "public, max-age=60"})
 
 

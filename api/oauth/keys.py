@@ -4,6 +4,9 @@ Issuing asks the database which key is current (one indexed read inside the issu
 worker switches to a new key as soon as `setu keys rotate` commits. Verifying never touches the database on
 the hot path: public keys are cached by `kid` and reloaded only for an unknown `kid` (at most once a second)
 or by the maintenance loop. A retired key stays published until the last token it signed has expired.
+
+The first key is made at start-up (`ensure_key`, from the app's lifespan), so the JWKS lists it before any
+token is issued: a resource server that caches the JWKS when it starts accepts the first token too.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ class KeyStore:
             self._public[kid] = (ECKey.import_key(row.public_jwk), None)
             self._signing = private
         return self._signing
+
+    async def ensure_key(self) -> str:
+        """The current signing key's kid, made now when there is none, and the public cache reloaded.
+
+        Several workers starting at once make one key: creation holds the advisory lock and looks again."""
+        async with self._sessions() as session, session.begin():
+            kid = await session.scalar(_current_kid())
+            if kid is None:
+                await session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _ADVISORY_LOCK})
+                kid = await session.scalar(_current_kid()) or await self._create(session)
+        await self.reload()
+        return str(kid)
 
     async def rotate(self, session: AsyncSession) -> tuple[str, list[str]]:
         """Start signing with a new key; the old ones stay published until their tokens expire.

@@ -33,6 +33,7 @@ from api.oauth.tokens import AccessTokens
 log = structlog.get_logger("api.oauth")
 
 MAINTENANCE_SECONDS = 30.0
+PREPARE_TIMEOUT_SECONDS = 10.0
 
 
 def audience_of(settings: Settings) -> str:
@@ -52,6 +53,16 @@ class OAuthRuntime:
     audit: AuditLog
     server: AuthorizationServer
     passwords: Passwords
+
+    async def prepare(self) -> None:
+        """At start-up: make sure a signing key exists (so the JWKS lists it before the first token). A
+        database that cannot be reached yet does not stop the start: `maintain` and the JWKS try again."""
+        try:
+            kid = await asyncio.wait_for(self.keys.ensure_key(), PREPARE_TIMEOUT_SECONDS)
+        except Exception as error:  # readiness reports the database; the service still starts
+            log.warning("no signing key at start-up; retrying", error=f"{type(error).__name__}: {error}")
+        else:
+            log.debug("signing key ready", kid=kid)
 
     async def maintain(self) -> None:
         """Every 30 s: re-assert suspension markers, reload public keys, purge dead codes and tokens."""
@@ -73,7 +84,7 @@ class OAuthRuntime:
             await self.denylist.refresh_suspensions(suspended)
         except (RedisError, OSError) as error:
             log.warning("cannot refresh app suspensions in redis", error=str(error))
-        await self.keys.reload()
+        await self.keys.ensure_key()  # reloads the public keys; makes the first one if start-up could not
 
 
 def build_runtime(settings: Settings, sessions: Callable[[], AsyncSession], redis: Redis) -> OAuthRuntime:
