@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.curriculum.models import Board, Book, Standard, Subject
+from api.curriculum.models import Board, Book, Standard, Subject, Topic
 from api.lib.embeddings import Embedder
 from api.lib.errors import UpstreamUnavailable
 
@@ -41,10 +41,16 @@ def _hash(*parts: object) -> str:
 
 
 def outcome_code(item: dict[str, Any]) -> tuple[str, bool]:
-    """The official NAS code when the source has one, else a stable code of ours."""
+    """The official NAS code when the source has one, else a stable code of ours.
+
+    NCF-SE 2023 curricular goals (`CG-1`, `C-6.1`) are stage-level and repeat in each grade's book, so they
+    get `NCFSE-C<class>-<SUBJECT>-<code>` (official_code false: the printed code alone is not unique).
+    """
+    subject = re.sub(r"[^A-Z]", "", item["subject"].upper())[:3]
+    if item.get("code") and str(item.get("code_scheme", "")).startswith("NCF-SE"):
+        return f"NCFSE-C{item['class']}-{subject}-{item['code']}", False
     if item.get("code"):
         return str(item["code"]), True
-    subject = re.sub(r"[^A-Z]", "", item["subject"].upper())[:3]
     language = "" if item.get("language", "en") == "en" else f"-{item['language'].upper()}"
     return f"LO-C{item['class']}-{subject}-{int(item['serial_in_class']):02d}{language}", False
 
@@ -62,6 +68,8 @@ class SeedStandard:
     chapter_number: int | None
     chapter_title: str | None
     sources: list[str]
+    topics: list[str] = field(default_factory=list)
+    topics_source: str | None = None
 
 
 @dataclass
@@ -75,18 +83,53 @@ def current_edition(chapters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where a book has two chapter lists (pre- and post-rationalisation), keep the current edition's."""
     lists_by_book: dict[str, set[str]] = {}
     for item in chapters:
-        lists_by_book.setdefault(item["ncert_book_codes"][0], set()).add(item["list_id"])
+        lists_by_book.setdefault(_book_key(item), set()).add(item["list_id"])
     superseded = {
         item["list_id"]
         for item in chapters
-        if len(lists_by_book[item["ncert_book_codes"][0]]) > 1
+        if len(lists_by_book[_book_key(item)]) > 1
         and not item["edition_assessment"].startswith("consistent with the rationalised")
     }
     return [item for item in chapters if item["list_id"] not in superseded]
 
 
+def _book_key(item: dict[str, Any]) -> str:
+    codes = item.get("ncert_book_codes") or []
+    return str(codes[0]) if codes else f"{item['class']}:{item['book']}"
+
+
+def chapter_code(item: dict[str, Any]) -> tuple[str, str | None]:
+    """`<book code><NN>` (`jesc101`); a book missing from NCERT's catalogue gets `<list id>-<NN>` instead."""
+    codes = item.get("ncert_book_codes") or []
+    number = int(item["chapter_number"])
+    if codes:
+        return f"{codes[0]}{number:02d}", str(codes[0])
+    return f"{item['list_id']}-{number:02d}", None
+
+
+_NOISE_TOPIC = re.compile(r"^(picture|graph|table|figure|fig\.|farmer)\b[\s\d.:]*|^\(p\)|[≡=]", re.IGNORECASE)
+
+
+def clean_topics(topics: Iterable[str], title: str) -> list[str]:
+    """The source's topics as printed, minus captions, table labels, duplicates and the title itself."""
+    kept: list[str] = []
+    seen = {title.strip().casefold()}
+    for topic in topics:
+        topic = " ".join(topic.split())
+        letters = sum(ch.isalpha() for ch in topic)
+        if letters < 3 or _NOISE_TOPIC.search(topic) or topic.casefold() in seen:
+            continue
+        seen.add(topic.casefold())
+        kept.append(topic)
+    return kept
+
+
 def read_seed(path: Path = DATA_DIR) -> Seed:
-    """Parse the seed files; chapters only from lists corroborated by two or more public sources."""
+    """Parse the seed files; chapters only from lists corroborated by two or more public sources.
+
+    Chapters get their topics from `ncert_chapter_topics.json` (joined on list id + chapter number). The
+    single-source lists (`ncert_chapters_single_source.json`, uncorroborated) are not loaded.
+    """
     seed = Seed()
     catalogue = json.loads((path / "ncert_textbooks.json").read_text())
     seed.books = list(catalogue["books"])
@@ -108,10 +151,14 @@ def read_seed(path: Path = DATA_DIR) -> Seed:
                 sources=[s for s in (item.get("text_source"), item.get("code_source")) if s],
             )
         )
+    topics_file = path / "ncert_chapter_topics.json"
+    topics_by_chapter = {
+        (t["list_id"], int(t["chapter_number"])): t
+        for t in (json.loads(topics_file.read_text()) if topics_file.exists() else [])
+    }
     seen: set[str] = set()
     for item in current_edition(json.loads((path / "ncert_chapters.json").read_text())):
-        book_code = item["ncert_book_codes"][0]
-        code = f"{book_code}{int(item['chapter_number']):02d}"
+        code, book_code = chapter_code(item)
         if code in seen:
             raise ValueError(f"duplicate chapter code {code} in seed data")
         seen.add(code)
@@ -135,9 +182,17 @@ def read_seed(path: Path = DATA_DIR) -> Seed:
                 chapter_number=int(item["chapter_number"]),
                 chapter_title=item["chapter_title"].strip(),
                 sources=list(item.get("sources", [])),
+                **_topics_of(topics_by_chapter.get((item["list_id"], int(item["chapter_number"])))),
             )
         )
     return seed
+
+
+def _topics_of(entry: dict[str, Any] | None) -> dict[str, Any]:
+    if entry is None:
+        return {}
+    topics = clean_topics(entry["topics"], entry["chapter_title"])
+    return {"topics": topics, "topics_source": entry["topics_source"] if topics else None}
 
 
 def _book_subject(code: str) -> str:
@@ -150,6 +205,8 @@ class LoadReport:
     books_upserted: int
     embedded: int
     missing_embeddings: int
+    topics_upserted: int = 0
+    chapters_with_topics: int = 0
 
 
 async def load_curriculum(
@@ -170,6 +227,7 @@ async def load_curriculum(
         subjects = await _upsert_subjects(session, seed.subjects)
         books = await _upsert_books(session, seed.books, boards["NCERT"])
         changed = await _upsert_standards(session, seed.standards, boards["NCERT"], subjects, books)
+        topics_changed = await _upsert_topics(session, seed.standards)
     embedded = 0
     if embedder is not None:
         try:
@@ -178,7 +236,9 @@ async def load_curriculum(
             log.warning("curriculum loaded without embeddings", reason=error.detail)
     async with sessions() as session:
         missing = await session.scalar(select(func.count()).where(Standard.embedding.is_(None))) or 0
-    return LoadReport(changed, len(books), embedded, int(missing))
+        missing += await session.scalar(select(func.count()).where(Topic.embedding.is_(None))) or 0
+        with_topics = await session.scalar(select(func.count(func.distinct(Topic.standard_id)))) or 0
+    return LoadReport(changed, len(books), embedded, int(missing), topics_changed, int(with_topics))
 
 
 async def _upsert_boards(session: AsyncSession) -> dict[str, uuid.UUID]:
@@ -256,7 +316,14 @@ async def _upsert_standards(
             "chapter_number": s.chapter_number,
             "chapter_title": s.chapter_title,
             "sources": s.sources,
-            "content_hash": _hash(s.text, s.keywords, s.class_level, s.subject, s.chapter_title),
+            "topics": s.topics,
+            "topics_source": s.topics_source,
+            "content_hash": _hash(
+                embedding_text(s.kind, s.text, s.keywords, s.topics),
+                s.class_level,
+                s.subject,
+                s.chapter_title,
+            ),
         }
         for s in standards
     ]
@@ -275,6 +342,8 @@ async def _upsert_standards(
             "chapter_number": excluded.chapter_number,
             "chapter_title": excluded.chapter_title,
             "sources": excluded.sources,
+            "topics": excluded.topics,
+            "topics_source": excluded.topics_source,
             "content_hash": excluded.content_hash,
             "embedding": None,
             "updated_at": func.now(),
@@ -284,38 +353,115 @@ async def _upsert_standards(
     return len((await session.execute(upsert)).all())
 
 
+async def _upsert_topics(session: AsyncSession, standards: list[SeedStandard]) -> int:
+    """One row per chapter topic, keyed by (chapter, position); a changed topic loses its embedding."""
+    chapters = {
+        row.code: row
+        for row in (
+            await session.execute(
+                select(Standard.code, Standard.id, Standard.class_level, Standard.subject_id).where(
+                    Standard.kind == "chapter"
+                )
+            )
+        ).all()
+    }
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "standard_id": chapters[s.code].id,
+            "position": position,
+            "topic": topic,
+            "source": s.topics_source or "",
+            "class_level": s.class_level,
+            "subject_id": chapters[s.code].subject_id,
+            "content_hash": _hash(topic_embedding_text(topic, s.text), s.topics_source),
+        }
+        for s in standards
+        if s.kind == "chapter" and s.code in chapters
+        for position, topic in enumerate(s.topics)
+    ]
+    changed = 0
+    for start in range(0, len(rows), 1000):  # asyncpg takes at most 32,767 parameters per statement
+        statement = insert(Topic).values(rows[start : start + 1000])
+        excluded = statement.excluded
+        upsert = statement.on_conflict_do_update(
+            index_elements=["standard_id", "position"],
+            set_={
+                "topic": excluded.topic,
+                "source": excluded.source,
+                "class_level": excluded.class_level,
+                "subject_id": excluded.subject_id,
+                "content_hash": excluded.content_hash,
+                "embedding": None,
+                "updated_at": func.now(),
+            },
+            where=Topic.content_hash != excluded.content_hash,
+        ).returning(Topic.id)
+        changed += len((await session.execute(upsert)).all())
+    wanted = {(r["standard_id"], r["position"]) for r in rows}
+    existing = (await session.execute(select(Topic.id, Topic.standard_id, Topic.position))).all()
+    stale = [r.id for r in existing if (r.standard_id, r.position) not in wanted]
+    if stale:
+        await session.execute(delete(Topic).where(Topic.id.in_(stale)))
+    return changed + len(stale)
+
+
 async def embed_missing(
     sessions: async_sessionmaker[AsyncSession],
     embedder: Embedder,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Embed standards that have no embedding, in batches; returns how many were embedded."""
+    """Embed standards and chapter topics lacking an embedding, in batches; returns how many were embedded."""
     async with sessions() as session:
-        todo = (
+        standards = (
             await session.execute(
-                select(Standard.id, Standard.kind, Standard.text, Standard.keywords)
+                select(Standard.id, Standard.kind, Standard.text, Standard.keywords, Standard.topics)
                 .where(Standard.embedding.is_(None))
                 .order_by(Standard.code)
             )
         ).all()
+        topics = (
+            await session.execute(
+                select(Topic.id, Topic.topic, Standard.text)
+                .join(Standard, Topic.standard_id == Standard.id)
+                .where(Topic.embedding.is_(None))
+                .order_by(Standard.code, Topic.position)
+            )
+        ).all()
+    todo: list[tuple[Any, uuid.UUID, str]] = [
+        (Standard, row.id, embedding_text(row.kind, row.text, row.keywords, row.topics)) for row in standards
+    ] + [(Topic, row.id, topic_embedding_text(row.topic, row.text)) for row in topics]
     done = 0
     for start in range(0, len(todo), EMBED_BATCH):
         batch = todo[start : start + EMBED_BATCH]
-        vectors = await embedder.embed([embedding_text(row.kind, row.text, row.keywords) for row in batch])
+        vectors = await embedder.embed([text for _, _, text in batch])
         async with sessions() as session, session.begin():
-            await session.execute(
-                update(Standard),
-                [{"id": row.id, "embedding": vector} for row, vector in zip(batch, vectors, strict=True)],
-            )
+            for model in (Standard, Topic):
+                values = [
+                    {"id": row_id, "embedding": vector}
+                    for (table, row_id, _), vector in zip(batch, vectors, strict=True)
+                    if table is model
+                ]
+                if values:
+                    await session.execute(update(model), values)
         done += len(batch)
         if progress is not None:
             progress(done, len(todo))
     return done
 
 
-def embedding_text(kind: str, text: str, keywords: str | None) -> str:
-    """What gets embedded: the text with its context (subject, class, book)."""
-    return f"{text}. {keywords}" if kind == "chapter" and keywords else text
+def embedding_text(kind: str, text: str, keywords: str | None, topics: Iterable[str] = ()) -> str:
+    """What gets embedded for a standard: the text with its context (subject, class, book) and, for a chapter,
+    its topics."""
+    if kind != "chapter":
+        return text
+    topic_text = "; ".join(topics)
+    return ". ".join(part for part in (text, topic_text, keywords) if part)
+
+
+def topic_embedding_text(topic: str, chapter_title: str) -> str:
+    """What gets embedded for a topic: the topic as printed with its chapter's title."""
+    return f"{topic} ({chapter_title})"
 
 
 def embedding_sweeper(embedder: Embedder) -> Callable[[async_sessionmaker[AsyncSession]], Awaitable[int]]:

@@ -8,6 +8,16 @@ import msgspec
 
 ClassLevel = Annotated[int, msgspec.Meta(ge=1, le=12, description="School class (grade), 1 to 12.")]
 StandardKind = Literal["outcome", "chapter"]
+Topics = Annotated[
+    list[str],
+    msgspec.Meta(description="The chapter's section headings / key topics, as its source prints them."),
+]
+MatchedTopic = Annotated[
+    str | None,
+    msgspec.Meta(
+        description="Search hits on a chapter: the chapter topic closest to the query (why it matched)."
+    ),
+]
 
 
 class BoardOut(msgspec.Struct):
@@ -45,6 +55,7 @@ class ChapterOut(msgspec.Struct, omit_defaults=True):
     number: int
     title: str
     book: str | None = None
+    topics: Topics = msgspec.field(default_factory=list)
 
 
 class ChapterList(msgspec.Struct):
@@ -54,7 +65,7 @@ class ChapterList(msgspec.Struct):
 
 
 class StandardOut(msgspec.Struct, omit_defaults=True):
-    """A learning outcome or a chapter; `score` only on search hits."""
+    """A learning outcome or a chapter; `score` and `matched_topic` only on search hits."""
 
     code: str
     kind: StandardKind
@@ -67,10 +78,16 @@ class StandardOut(msgspec.Struct, omit_defaults=True):
     chapter_number: int | None = None
     book: str | None = None
     score: float | None = None
+    matched_topic: MatchedTopic = None
 
 
 class StandardDetail(StandardOut, omit_defaults=True):
     sources: list[str] = msgspec.field(default_factory=list)
+    topics: Topics = msgspec.field(default_factory=list)
+    topics_source: Annotated[
+        str | None,
+        msgspec.Meta(description="Where the topics come from (a source id in the seed data's notes)."),
+    ] = None
 
 
 class StandardPage(msgspec.Struct, omit_defaults=True):

@@ -76,7 +76,14 @@ async def list_subjects(session: AsyncSession, class_level: int | None) -> schem
 
 async def list_chapters(session: AsyncSession, class_level: int, subject: str) -> schemas.ChapterList:
     query = (
-        select(Standard.code, Standard.chapter_number, Standard.chapter_title, Subject.name, Book.title)
+        select(
+            Standard.code,
+            Standard.chapter_number,
+            Standard.chapter_title,
+            Standard.topics,
+            Subject.name,
+            Book.title,
+        )
         .join(Subject, Standard.subject_id == Subject.id)
         .outerjoin(Book, Standard.book_id == Book.id)
         .where(Standard.kind == "chapter", Standard.class_level == class_level, _subject_matches(subject))
@@ -91,7 +98,13 @@ async def list_chapters(session: AsyncSession, class_level: int, subject: str) -
         class_level=class_level,
         subject=rows[0].name,
         items=[
-            schemas.ChapterOut(code=r.code, number=r.chapter_number, title=r.chapter_title, book=r.title)
+            schemas.ChapterOut(
+                code=r.code,
+                number=r.chapter_number,
+                title=r.chapter_title,
+                book=r.title,
+                topics=list(r.topics),
+            )
             for r in rows
         ],
     )
@@ -133,6 +146,8 @@ def _base_query() -> Any:
             Standard.chapter_title,
             Standard.chapter_number,
             Standard.sources,
+            Standard.topics,
+            Standard.topics_source,
             Subject.name.label("subject"),
             Board.code.label("board"),
             Book.title.label("book"),
@@ -169,7 +184,10 @@ async def get_standard(session: AsyncSession, code: str) -> schemas.StandardDeta
         raise NotFound(f"No learning outcome or chapter has code {code!r}")
     base = _standard_out(row)
     return schemas.StandardDetail(
-        **{f: getattr(base, f) for f in base.__struct_fields__}, sources=list(row.sources)
+        **{f: getattr(base, f) for f in base.__struct_fields__},
+        sources=list(row.sources),
+        topics=list(row.topics),
+        topics_source=row.topics_source,
     )
 
 

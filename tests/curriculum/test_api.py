@@ -37,6 +37,12 @@ async def test_a_standard_is_found_by_its_official_code(
         True,
     )
     assert body["sources"]
+    assert "topics" not in body  # an outcome has none; omitted
+    chapter = (await client.get("/api/v1/curriculum/standards/jemh109", headers=teacher_headers)).json()
+    assert (chapter["topics"], chapter["topics_source"]) == (
+        ["Heights and Distances"],
+        "ai_chatbot_ncert_text",
+    )
     missing = await client.get("/api/v1/curriculum/standards/NOPE42", headers=teacher_headers)
     assert missing.status_code == 404
     assert "NOPE42" in missing.json()["detail"]
@@ -58,7 +64,14 @@ async def test_boards_classes_subjects_and_chapters_are_listed(
     )
     assert chapters.status_code == 200
     items = chapters.json()["items"]
-    assert items[0] == {"code": "jesc101", "number": 1, "title": items[0]["title"], "book": items[0]["book"]}
+    assert items[0] == {
+        "code": "jesc101",
+        "number": 1,
+        "title": items[0]["title"],
+        "book": items[0]["book"],
+        "topics": items[0]["topics"],
+    }
+    assert "Balanced Chemical Equations" in items[0]["topics"]
     assert [c["number"] for c in items] == sorted(c["number"] for c in items)
     none = await client.get(
         "/api/v1/curriculum/chapters", params={"class": 1, "subject": "chemistry"}, headers=teacher_headers
