@@ -35,6 +35,7 @@ from api.oauth.controllers import OAuthController
 from api.oauth.guards import BearerAuthMiddleware, document_scopes
 from api.oauth.runtime import OAuthRuntime, build_runtime
 from api.openapi.controllers import ApiDocsController
+from api.openapi.errors import ErrorResponsesPlugin
 from api.system.controllers import SystemController
 from api.system.readiness import database_check, redis_check, watch_dependencies
 from api.worker import build_worker, running_worker
@@ -68,6 +69,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         app_config.middleware.insert(0, ObservabilityMiddleware)
         app_config.middleware.append(BearerAuthMiddleware)
         app_config.middleware.append(CleanTextMiddleware)  # NUL/lone surrogate anywhere: 422
+        app_config.plugins.append(ErrorResponsesPlugin())  # every operation's error answers in the spec
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
         app_config.dependencies.update(
             {
@@ -95,7 +97,6 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         serving = app.state.serving = ServingClient.from_settings(self.settings)
         app.state.readiness_checks = [database_check(engine), redis_check(redis), *serving_checks(serving)]
         oauth = app.state.oauth = build_runtime(self.settings, self.db_config.create_session_maker(), redis)
-        await oauth.prepare()  # the first signing key, so the JWKS lists it before any token
         background = [
             asyncio.create_task(oauth.audit.run()),
             asyncio.create_task(oauth.maintain()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -12,6 +13,23 @@ from litestar.status_codes import HTTP_422_UNPROCESSABLE_ENTITY, HTTP_500_INTERN
 log = structlog.get_logger("api.errors")
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDetails(msgspec.Struct, kw_only=True):
+    """An error answer (RFC 9457 problem details), sent as `application/problem+json`."""
+
+    type: str = "about:blank"
+    title: str
+    """Short, fixed for the status: "Not found", "Invalid input", "Too many requests"..."""
+    status: int
+    detail: str
+    """What went wrong with this request, and what to do about it."""
+    instance: str
+    """The request path."""
+    errors: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    """422 only: one entry per invalid field (`key`, `source`, `message`)."""
+    error: str | msgspec.UnsetType = msgspec.UNSET
+    """A machine-readable reason, where there is one (`invalid_token`, `insufficient_scope`...)."""
 
 
 class DomainError(Exception):

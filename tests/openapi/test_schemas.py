@@ -67,6 +67,54 @@ async def test_the_gpt_schema_is_valid_and_within_every_gpt_limit(
     assert [op["x-openai-isConsequential"] for _, m, op in ops if m == "delete"] == [True]
 
 
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+
+
+def _error_statuses(document: dict[str, Any]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path, method, operation in operations(document):
+        responses = operation["responses"]
+        found[operation["operationId"]] = {code for code in responses if code >= "400"}
+        for code, response in responses.items():
+            if code < "400" or (path.startswith("/oauth/") and code in {"400", "401", "429"}):
+                continue  # successes; OAuth's own RFC 6749 error bodies
+            if path == "/ready" and code == "503":
+                continue  # the readiness report itself
+            assert response["content"] == PROBLEM, f"{method} {path} {code}"
+            assert response["description"], f"{method} {path} {code}"
+    return found
+
+
+async def test_every_operation_documents_the_errors_it_can_answer(client: AsyncTestClient[Litestar]) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    assert set(spec["components"]["schemas"]["ProblemDetails"]["required"]) == {
+        "title",
+        "status",
+        "detail",
+        "instance",
+    }
+    statuses = _error_statuses(spec)
+    for path, method, operation in operations(spec):
+        codes = statuses[operation["operationId"]]
+        assert "422" in codes, path  # text with a NUL byte is refused on every route (headers included)
+        if path.startswith("/api/v1/"):
+            assert {"401", "403", "422", "429", "503"} <= codes, (method, path, codes)
+        if "{" in path:
+            assert "404" in codes, (method, path)
+        if method in {"post", "patch", "put"}:
+            assert {"400", "413", "422"} <= codes, (method, path)
+        assert "500" not in codes
+    assert "409" in statuses["createUser"] and "502" in statuses["simplifyText"]
+    assert "404" in statuses["listChapters"] and "503" not in statuses["getHealth"]
+
+
+async def test_the_gpt_schema_documents_the_same_errors(public_client: AsyncTestClient[Litestar]) -> None:
+    document = (await public_client.get("/gpt/openapi.json")).json()
+    assert "ProblemDetails" in document["components"]["schemas"]
+    for operation_id, codes in _error_statuses(document).items():
+        assert {"401", "403", "422", "429", "503"} <= codes, operation_id
+
+
 async def test_the_gpt_schema_needs_an_https_server(client: AsyncTestClient[Litestar]) -> None:
     response = await client.get("/gpt/openapi.json")  # the test app's public URL is http
     assert response.status_code == 503
