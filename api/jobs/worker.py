@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.jobs import services
+from api.jobs.outage import Outage
 
 log = structlog.get_logger("api.jobs")
 
@@ -64,6 +65,9 @@ class Worker:
     lease_seconds: float = 120.0
     poll_seconds: float = 0.5
     sweep_seconds: float = 15.0
+    outage: Outage | None = None
+    """Degraded mode: a job failing with one of `outage_errors` is logged once for the whole outage."""
+    outage_errors: tuple[type[Exception], ...] = ()
 
     async def run_once(self) -> int:
         """Claim and run one batch of due jobs; return how many ran."""
@@ -93,7 +97,11 @@ class Worker:
                     error=reason,
                 )
             JOBS.labels(kind, "retried" if retry else "failed").inc()
-            log.warning(
+            quiet = self.outage is not None and isinstance(error, self.outage_errors)
+            if quiet:
+                assert self.outage is not None
+                self.outage.down(reason, failed_attempt=True)
+            (log.debug if quiet else log.warning)(
                 "job attempt failed",
                 job_id=str(job_id),
                 kind=kind,

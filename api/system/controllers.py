@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from api.lib.observability import render_metrics
 from api.lib.settings import Settings
-from api.system.readiness import ReadinessCheck, run_checks
+from api.system.readiness import ReadinessCheck, degraded_components, run_checks
 
 
 class SystemController(Controller):
@@ -32,10 +32,13 @@ class SystemController(Controller):
     async def ready(self, request: Request[Any, Any, Any], settings: Settings) -> Response[dict[str, Any]]:
         checks: list[ReadinessCheck] = request.app.state.readiness_checks
         ok, report = await run_checks(checks, settings.ready_timeout_seconds)
-        return Response(
-            {"status": "ok" if ok else "failed", "components": report},
-            status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
-        )
+        body: dict[str, Any] = {"status": "ok" if ok else "failed", "components": report}
+        degraded = degraded_components(checks, report)
+        # Degraded: ready, but an optional part (the ML tier) is down; background work waits for it.
+        body["mode"] = "degraded" if degraded else "normal"
+        if degraded:
+            body["degraded"] = degraded
+        return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
     @get("/metrics", operation_id="getMetrics", summary="Prometheus metrics.", media_type="text/plain")
     async def metrics(self) -> Response[bytes]:

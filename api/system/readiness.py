@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,8 @@ POOL_CAPACITY = Gauge(
     multiprocess_mode="sum",
 )
 PROBE_INTERVAL_SECONDS = 10.0
+_failing_since: dict[str, float] = {}
+"""component -> when this process first saw it fail (UNIX time), while it keeps failing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,30 @@ async def run_checks(checks: list[ReadinessCheck], timeout: float) -> tuple[bool
     ready = True
     for check, result in zip(checks, results, strict=True):
         DEPENDENCY_UP.labels(check.name).set(1 if result["status"] == "ok" else 0)
+        if result["status"] == "ok":
+            _failing_since.pop(check.name, None)
+        else:
+            _failing_since.setdefault(check.name, time.time())
         if not check.required:
             result["required"] = "false"
         elif result["status"] != "ok":
             ready = False
         report[check.name] = result
     return ready, report
+
+
+def degraded_components(
+    checks: list[ReadinessCheck], report: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The optional components that fail now (degraded mode: the service runs without them), with the
+    reason and since when this process has seen them fail."""
+    degraded = {}
+    for check in checks:
+        result = report.get(check.name, {})
+        if not check.required and result.get("status") == "failed":
+            since = datetime.datetime.fromtimestamp(_failing_since.get(check.name, time.time()), datetime.UTC)
+            degraded[check.name] = {"reason": result.get("reason", ""), "since": since.isoformat()}
+    return degraded
 
 
 async def watch_dependencies(
