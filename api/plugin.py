@@ -21,12 +21,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from api.accounts.controllers import AdminUserController
 from api.apps.controllers import AdminAppController
 from api.content.controllers import ContentController
+from api.curriculum.cache import CurriculumCache
 from api.curriculum.controllers import CurriculumController
 from api.jobs.controllers import JobController
 from api.lib.cleantext import CleanTextMiddleware
+from api.lib.db import database_exception_handlers, refuse_closed_connections
 from api.lib.errors import exception_handlers
 from api.lib.observability import ObservabilityMiddleware
-from api.lib.redis import create_redis
+from api.lib.redis import create_redis, redis_exception_handlers
 from api.lib.serving import ServingClient, serving_checks
 from api.lib.settings import Settings
 from api.memories.controllers import MemoryController
@@ -71,12 +73,15 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         app_config.middleware.append(CleanTextMiddleware)  # NUL/lone surrogate anywhere: 422
         app_config.plugins.append(ErrorResponsesPlugin())  # every operation's error answers in the spec
         app_config.exception_handlers.update(exception_handlers)  # type: ignore[arg-type]
+        app_config.exception_handlers.update(database_exception_handlers)  # type: ignore[arg-type]
+        app_config.exception_handlers.update(redis_exception_handlers)  # type: ignore[arg-type]
         app_config.dependencies.update(
             {
                 "settings": Provide(self._settings, use_cache=True, sync_to_thread=False),
                 "redis": Provide(_redis_of, sync_to_thread=False),
                 "serving": Provide(_serving_of, sync_to_thread=False),
                 "oauth": Provide(_oauth_of, sync_to_thread=False),
+                "curriculum_cache": Provide(_curriculum_cache_of, sync_to_thread=False),
             }
         )
         app_config.on_startup.append(self._document_scopes)
@@ -92,12 +97,18 @@ class ShikshaSetuPlugin(InitPluginProtocol):
     @asynccontextmanager
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
         redis = create_redis(self.settings)
-        engine = self.db_config.get_engine()
+        engine = refuse_closed_connections(self.db_config.get_engine())
         app.state.redis = redis
         serving = app.state.serving = ServingClient.from_settings(self.settings)
         app.state.readiness_checks = [database_check(engine), redis_check(redis), *serving_checks(serving)]
         oauth = app.state.oauth = build_runtime(self.settings, self.db_config.create_session_maker(), redis)
+        curriculum_cache = app.state.curriculum_cache = CurriculumCache(
+            engine,
+            self.db_config.create_session_maker(),
+            check_seconds=self.settings.curriculum_cache_seconds,
+        )
         background = [
+            asyncio.create_task(curriculum_cache.watch()),
             asyncio.create_task(oauth.audit.run()),
             asyncio.create_task(oauth.maintain()),
             asyncio.create_task(
@@ -132,6 +143,11 @@ def _redis_of(state: State) -> Redis:
 def _serving_of(state: State) -> ServingClient:
     serving: ServingClient = state.serving
     return serving
+
+
+def _curriculum_cache_of(state: State) -> CurriculumCache:
+    cache: CurriculumCache = state.curriculum_cache
+    return cache
 
 
 def _oauth_of(state: State) -> OAuthRuntime:

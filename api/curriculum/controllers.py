@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.curriculum import schemas, services
+from api.curriculum.cache import CurriculumCache
 from api.lib.embeddings import embed_query
 from api.lib.errors import UpstreamUnavailable
 from api.oauth.guards import requires_scope
@@ -29,8 +30,8 @@ class CurriculumController(Controller):
     guards = [requires_scope("curriculum:read")]
 
     @get("/boards", operation_id="listBoards", summary="List curriculum boards (NCERT, CBSE).")
-    async def list_boards(self, db_session: AsyncSession) -> schemas.BoardList:
-        return await services.list_boards(db_session)
+    async def list_boards(self, curriculum_cache: CurriculumCache) -> schemas.BoardList:
+        return await curriculum_cache.answer(("listBoards",), services.list_boards)
 
     @get(
         "/classes",
@@ -38,9 +39,13 @@ class CurriculumController(Controller):
         summary="List classes 1-12 that have curriculum data, with subject, outcome and chapter counts.",
     )
     async def list_classes(
-        self, db_session: AsyncSession, board: Annotated[str | None, Parameter(max_length=32)] = None
+        self,
+        curriculum_cache: CurriculumCache,
+        board: Annotated[str | None, Parameter(max_length=32)] = None,
     ) -> schemas.ClassList:
-        return await services.list_classes(db_session, board)
+        return await curriculum_cache.answer(
+            ("listClasses", board), lambda session: services.list_classes(session, board)
+        )
 
     @get(
         "/subjects",
@@ -48,9 +53,11 @@ class CurriculumController(Controller):
         summary="List subjects (optionally of one class) with slugs; pass a slug to filter other calls.",
     )
     async def list_subjects(
-        self, db_session: AsyncSession, class_level: ClassQuery = None
+        self, curriculum_cache: CurriculumCache, class_level: ClassQuery = None
     ) -> schemas.SubjectList:
-        return await services.list_subjects(db_session, class_level)
+        return await curriculum_cache.answer(
+            ("listSubjects", class_level), lambda session: services.list_subjects(session, class_level)
+        )
 
     @get(
         "/chapters",
@@ -59,13 +66,16 @@ class CurriculumController(Controller):
     )
     async def list_chapters(
         self,
-        db_session: AsyncSession,
+        curriculum_cache: CurriculumCache,
         class_level: Annotated[
             int, Parameter(query="class", ge=1, le=12, description="School class, 1 to 12.")
         ],
         subject: Annotated[str, Parameter(min_length=1, max_length=100, description="Subject name or slug.")],
     ) -> schemas.ChapterList:
-        return await services.list_chapters(db_session, class_level, subject)
+        return await curriculum_cache.answer(
+            ("listChapters", class_level, subject),
+            lambda session: services.list_chapters(session, class_level, subject),
+        )
 
     @get(
         "/standards",
@@ -116,5 +126,7 @@ class CurriculumController(Controller):
         operation_id="getStandard",
         summary="Get one learning outcome or chapter by its code (e.g. M707 or jesc101), with its sources.",
     )
-    async def get_standard(self, db_session: AsyncSession, code: str) -> schemas.StandardDetail:
-        return await services.get_standard(db_session, code)
+    async def get_standard(self, curriculum_cache: CurriculumCache, code: str) -> schemas.StandardDetail:
+        return await curriculum_cache.answer(
+            ("getStandard", code), lambda session: services.get_standard(session, code)
+        )

@@ -176,6 +176,9 @@ class RateLimiter:
             )
         if self.fail_closed:
             raise UpstreamUnavailable(
-                "The rate limiter is unavailable; try again shortly.", headers={"Retry-After": "5"}
+                "The rate limiter (Redis) is restarting or unreachable, and this server refuses requests "
+                "it cannot count; retry in 2 seconds.",
+                headers={"Retry-After": "2"},
+                error="rate_limiter_unavailable",
             )
         return Decision(allowed=True, degraded=True)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     db_pool_overflow: int = Field(default=10, ge=0, le=200)
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    curriculum_cache_seconds: float = Field(default=1.0, ge=0, le=3600)
+    """How often each process checks whether the curriculum changed (its in-memory answers are then
+    dropped): the longest a `setu curriculum load` takes to show. 0 turns the cache off."""
 
     # The ML tier client (api/lib/serving.py)
     serving_timeout_seconds: float = Field(default=10.0, gt=0, le=120)

@@ -1,0 +1,72 @@
+"""Curriculum answers come from memory, and a change to the curriculum tables reaches them within the
+check interval (every write bumps `curriculum_version`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.curriculum.cache import CurriculumCache
+from api.curriculum.loader import LoadReport
+
+Client = AsyncTestClient[Litestar]
+
+
+async def _text_of(client: Client, headers: dict[str, str]) -> str:
+    response = await client.get("/api/v1/curriculum/standards/M707", headers=headers)
+    assert response.status_code == 200
+    value: str = response.json()["text"]
+    return value
+
+
+async def _until(client: Client, headers: dict[str, str], expected: str, seconds: float = 5.0) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while await _text_of(client, headers) != expected:
+        assert loop.time() - started < seconds, f"still not {expected!r} after {seconds} s"
+        await asyncio.sleep(0.05)
+    return loop.time() - started
+
+
+async def test_a_curriculum_change_reaches_cached_answers_within_the_check_interval(
+    client: Client,
+    app: Litestar,
+    teacher_headers: dict[str, str],
+    curriculum: LoadReport,
+    db_engine: AsyncEngine,
+) -> None:
+    cache: CurriculumCache = app.state.curriculum_cache
+    original = await _text_of(client, teacher_headers)
+    assert ("getStandard", "M707") in cache._answers
+    assert await _text_of(client, teacher_headers) == original  # a hit
+    try:
+        async with db_engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE curriculum_standards SET text = text || ' (revised)' WHERE code = 'M707'")
+            )
+        waited = await _until(client, teacher_headers, original + " (revised)")
+        assert waited <= cache.check_seconds + 1.5
+    finally:
+        async with db_engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE curriculum_standards SET text = :text WHERE code = 'M707'"), {"text": original}
+            )
+    await _until(client, teacher_headers, original)
+
+
+async def test_unknown_codes_and_lists_are_answered_the_same_from_memory(
+    client: Client, teacher_headers: dict[str, str], curriculum: LoadReport
+) -> None:
+    for _ in range(2):
+        missing = await client.get("/api/v1/curriculum/standards/NOPE999", headers=teacher_headers)
+        assert missing.status_code == 404
+        assert "NOPE999" in missing.json()["detail"]
+    first = await client.get("/api/v1/curriculum/chapters?class=7&subject=science", headers=teacher_headers)
+    second = await client.get("/api/v1/curriculum/chapters?class=7&subject=science", headers=teacher_headers)
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert first.headers["content-type"] == "application/json"
