@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.apps.models import AppStatus, ClientType, GptApp
@@ -23,6 +24,12 @@ from api.oauth.scopes import canonical
 log = structlog.get_logger("api.apps")
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+ADMIN_TOOLS_CLIENT_ID = "setu-admin-tools"
+"""A built-in public client (PKCE, loopback callback, scope `admin` only) through which an administrator's
+e-mail and password get an admin token over HTTP, for tools such as `make loadtest HOST=...`. Only admin
+accounts can grant its one scope; it is registered the first time someone starts signing in through it."""
+ADMIN_TOOLS_CALLBACK = "http://127.0.0.1/setu-admin-tools/callback"
 
 
 def token_endpoint_auth_methods(app: GptApp) -> list[str]:
@@ -104,6 +111,35 @@ async def create_app(session: AsyncSession, settings: Settings, data: AppCreate)
     session.add(app)
     await session.flush()
     return app, secret
+
+
+async def ensure_admin_tools_app(session: AsyncSession, settings: Settings) -> GptApp:
+    """The built-in admin tools client (see `ADMIN_TOOLS_CLIENT_ID`), registered now when missing; safe when
+    several requests race (one insert wins, the others find it). Commits when it had to register it."""
+    app = await session.scalar(select(GptApp).where(GptApp.client_id == ADMIN_TOOLS_CLIENT_ID))
+    if app is not None:
+        return app
+    await session.execute(
+        insert(GptApp)
+        .values(
+            id=uuid.uuid4(),
+            name="ShikshaSetu admin tools",
+            client_id=ADMIN_TOOLS_CLIENT_ID,
+            client_secret_hash=None,
+            client_type=ClientType.PUBLIC.value,
+            redirect_uris=[ADMIN_TOOLS_CALLBACK],
+            scopes=["admin"],
+            grant_types=["authorization_code"],
+            require_pkce=True,
+            rate_limit_per_minute=settings.rate_limit_app_per_minute,
+            user_rate_limit_per_minute=settings.rate_limit_user_per_minute,
+            status=AppStatus.ACTIVE.value,
+        )
+        .on_conflict_do_nothing(index_elements=["client_id"])
+    )
+    await session.commit()
+    log.info("registered the built-in admin tools client", client_id=ADMIN_TOOLS_CLIENT_ID)
+    return await session.scalar(select(GptApp).where(GptApp.client_id == ADMIN_TOOLS_CLIENT_ID))  # type: ignore[return-value]
 
 
 async def get_app(session: AsyncSession, app_id: uuid.UUID) -> GptApp:

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from api.accounts.models import User
 from api.accounts.services import authenticate
 from api.apps.models import AppStatus, GptApp
+from api.apps.services import ADMIN_TOOLS_CLIENT_ID, ensure_admin_tools_app
 from api.lib.ratelimit import Limit
 from api.oauth.controllers import client_ip, read_form
 from api.oauth.crypto import credential_hash
@@ -104,6 +105,8 @@ async def _check(runtime: OAuthRuntime, params: dict[str, str]) -> tuple[GptApp,
         raise PageError("Incomplete sign-in link", "The link that brought you here has no client_id.")
     async with runtime.sessions() as session:
         app = await session.scalar(select(GptApp).where(GptApp.client_id == client_id))
+        if app is None and client_id == ADMIN_TOOLS_CLIENT_ID:  # built in, registered on first use
+            app = await ensure_admin_tools_app(session, runtime.settings)
     if app is None:
         raise PageError("Unknown app", "No app with this client_id is registered with ShikshaSetu.")
     redirect_uri = params.get("redirect_uri")

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,8 +20,9 @@ from tests.utils.servers import free_port
 SETU = str(Path(sys.executable).with_name("setu"))
 
 
-def _environment(data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SERVING_URL"}}
+def _environment(data_dir: Path, port: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if k not in {"DATABASE_URL", "REDIS_URL", "SERVING_URL"}}
     env.update({"SETU_DATA_DIR": str(data_dir), "SETU_PORT": str(port), "SETU_LOG_JSON": "true"})
     return env
 
@@ -35,16 +36,27 @@ def _servers_under(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def service_log(data_dir: Path) -> Path:
+    """Where `running_service` writes the output of `setu up` (beside the data dir, not in a pipe)."""
+    return data_dir.parent / f"{data_dir.name}-setu-up.log"
+
+
 @contextmanager
-def running_service(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [SETU, "up"], env=_environment(data_dir, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+def running_service(
+    data_dir: Path, *, env: dict[str, str] | None = None, ready_within: float = 150, port: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`setu up` on a free port (or `port`) with `env` (default: this process's environment) as the base of
+    its environment; yields once /ready is 200."""
+    port = port or free_port()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with service_log(data_dir).open("ab") as log:
+        process = subprocess.Popen(
+            [SETU, "up"], env=_environment(data_dir, port, env), stdout=log, stderr=log
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         # Functional, not a timing test: on a busy machine the local Ray alone can take a minute.
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + ready_within
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
@@ -52,17 +64,15 @@ def running_service(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], s
             except httpx.HTTPError:
                 pass
             if process.poll() is not None:
-                pytest.fail(
-                    f"setu up exited early:\n{process.stdout.read().decode() if process.stdout else ''}"
-                )
+                pytest.fail(f"setu up exited early:\n{service_log(data_dir).read_text()[-5000:]}")
             time.sleep(0.3)
         else:
-            pytest.fail("setu up did not become ready within 150 s")
+            pytest.fail(f"setu up did not become ready within {ready_within:g} s")
         yield process, base
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-            process.wait(timeout=30)
+            process.wait(timeout=60)
 
 
 def test_setu_up_serves_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
