@@ -131,6 +131,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await oauth.audit.flush()
+            oauth.limiter.close()
             await redis.aclose()
             await serving.aclose()
 

