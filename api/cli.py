@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -35,9 +36,17 @@ def up_command() -> None:
     import uvicorn
 
     from api.lib.migrate import upgrade_database
-    from api.serving_cli import start_local_serving
 
-    settings = start_local_serving(get_settings())  # unless SERVING_URL is set; stopped when we exit
+    settings = get_settings()
+    start_local_serving = _plugin("local_serving")
+    if start_local_serving is not None:
+        url = start_local_serving(settings)  # unless SERVING_URL is set; stopped when we exit
+        if url:
+            os.environ["SERVING_URL"] = url
+            get_settings.cache_clear()
+            settings = get_settings()
+    elif not settings.serving_url:
+        click.echo("Serving: not installed (the `serving` extra); ML features answer 503", err=True)
     assert settings.database_url is not None
     upgrade_database(settings.database_url)
     asyncio.run(_prepare_data(settings))
@@ -76,6 +85,20 @@ async def _prepare_data(settings: Settings) -> None:
         click.echo(credentials)
 
 
+PLUGIN_GROUP = "setu.plugins"
+
+
+def _plugin(name: str) -> Any:
+    """What another package of ours offers `setu` by entry point, or None when it is not installed:
+    `serving` makes the ML tier's command group from our settings getter, `local_serving` is what `setu up`
+    calls to start a local ML tier (it returns its URL)."""
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=PLUGIN_GROUP, name=name):
+        return entry_point.load()
+    return None
+
+
 def setu_group() -> click.Group:
     """Litestar's CLI group with our command groups added."""
     from litestar.cli.main import litestar_group
@@ -87,7 +110,6 @@ def setu_group() -> click.Group:
     from api.lib.cleantext import guard_cli
     from api.oauth.cli import keys_group
     from api.openapi.cli import docs_group
-    from api.serving_cli import serving_group
     from api.verify.cli import verify_command
 
     # Our command groups, one per domain that has one.
@@ -99,10 +121,12 @@ def setu_group() -> click.Group:
         curriculum_group,
         worker_command,
         docs_group,
-        serving_group,
         verify_command,
     ):
         litestar_group.add_command(command)  # type: ignore[arg-type]
+    serving_commands = _plugin("serving")  # `setu serving ...`, from the serving package when installed
+    if serving_commands is not None:
+        litestar_group.add_command(serving_commands(get_settings))
     return guard_cli(litestar_group)  # NUL/lone surrogate in any parameter: a usage error
 
 

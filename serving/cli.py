@@ -1,19 +1,45 @@
-"""`setu serving up|status|down` (the ML tier on a private local Ray), and the local serving of `setu up`."""
+"""`setu serving up|status|down` (the ML tier on a private local Ray), and the local serving of `setu up`.
+
+The `setu` command (api/cli.py) finds both through entry points (pyproject.toml, group `setu.plugins`) and
+hands over its settings, so neither package imports the other: without the `serving` extra, `setu` simply has
+no `serving` group and `setu up` expects SERVING_URL. Ray is imported only by the commands that need it.
+"""
 
 from __future__ import annotations
 
 import atexit
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 import httpx
 
-from api.lib.settings import Settings, get_settings
 
-# serving/ imports Ray; only the commands that need it pay for the import.
+class Settings(Protocol):
+    """What these commands read of the API's settings."""
+
+    data_dir: Path
+    serving_url: str | None
+    serving_port: int
+    serving_metrics_port: int
+
+
+_settings: Callable[[], Settings] | None = None
+
+
+def get_settings() -> Settings:
+    if _settings is None:
+        raise click.ClickException("the serving commands run inside `setu` (it provides the settings)")
+    return _settings()
+
+
+def serving_commands(settings: Callable[[], Settings]) -> click.Group:
+    """The `serving` group, reading settings through `settings` (the `setu.plugins` entry point)."""
+    global _settings
+    _settings = settings
+    return serving_group
 
 
 def _state_dir(settings: Settings) -> Path:
@@ -136,14 +162,14 @@ def _render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def start_local_serving(settings: Settings) -> Settings:
-    """For `setu up`: unless SERVING_URL is set, start a local Ray, deploy the CPU config in the background,
-    point SERVING_URL at it and stop it when the process exits. Returns the settings to use from now on.
+def start_local_serving(settings: Settings) -> str | None:
+    """For `setu up`: unless SERVING_URL is set, start a local Ray, deploy the CPU config in the background
+    and stop it when the process exits. Returns its URL (the caller points SERVING_URL at it), or None.
 
     Serving is optional: if Ray cannot start, the API runs without it (and /ready says so)."""
     if settings.serving_url:
         click.echo(f"Serving: external, {settings.serving_url}")
-        return settings
+        return None
     from serving.local import LOCAL_CONFIG, deploy_in_subprocess, start_head, stop_head
 
     state_dir = _state_dir(settings)
@@ -155,7 +181,7 @@ def start_local_serving(settings: Settings) -> Settings:
         click.echo(
             f"Serving: not started ({error}); ML features answer 503 until SERVING_URL is set", err=True
         )
-        return settings
+        return None
     deployer = deploy_in_subprocess(state, state_dir, LOCAL_CONFIG)
 
     def stop() -> None:
@@ -165,10 +191,8 @@ def start_local_serving(settings: Settings) -> Settings:
         stop_head(state_dir)
 
     atexit.register(stop)
-    os.environ["SERVING_URL"] = state.http_url
-    get_settings.cache_clear()
     click.echo(
         f"Serving: local Ray (PID {state.pid}) deploying cluster/serve-local.yaml on {state.http_url}, "
         f"metrics {state.metrics_url}; log in {state_dir}"
     )
-    return get_settings()
+    return state.http_url
