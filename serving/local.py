@@ -90,6 +90,44 @@ def use_auth_token(token_path: Path) -> None:
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(ensure_auth_token(token_path))})
 
 
+# What every Ray process of ours gets (replicas read these at start); docs/scaling.md explains each.
+SERVE_ENVIRONMENT = {
+    "OMP_NUM_THREADS": "1",  # one intra-op thread per replica: replicas, not threads, use the cores
+    "OMP_WAIT_POLICY": "PASSIVE",  # no OpenMP spin-waiting on an idle replica
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # gRPC between deployments, user code on the replica's loop
+    **_QUICK_DRAIN,
+}
+HAPROXY_ENV = "SETU_SERVING_HAPROXY"
+
+
+def haproxy_environment(temp_dir: Path) -> dict[str, str]:
+    """Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY) with its files and ports private to this Ray
+    (Ray's defaults are /tmp/haproxy-serve and ports 8404/9101, shared by every Ray on the machine). The
+    directory is short: Ray nests a 56-character hash in it and HAProxy allows 97 for its admin socket."""
+    digest = hashlib.sha256(str(temp_dir).encode()).hexdigest()[:10]
+    directory = Path(tempfile.gettempdir()) / f"setu-hap-{digest}"
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(directory / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(directory / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(directory),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(directory / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+
+
+def serve_environment(temp_dir: Path) -> dict[str, str]:
+    """SERVE_ENVIRONMENT, plus the HAProxy ingress unless SETU_SERVING_HAPROXY=0."""
+    environment = dict(SERVE_ENVIRONMENT)
+    if os.environ.get(HAPROXY_ENV, "1") == "1":
+        environment.update(haproxy_environment(temp_dir))
+    return environment
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -179,7 +217,7 @@ def start_head(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env=auth_environment(token_path),
+        env=auth_environment(token_path, {**os.environ, **serve_environment(temp_dir)}),
     )
     state = LocalRay(
         pid=process.pid,

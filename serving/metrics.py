@@ -29,6 +29,11 @@ class ServingMetrics:
             boundaries=_WAIT_BOUNDARIES,
             tag_keys=("deployment",),
         )
+        self.batch_queue_length = Gauge(
+            "setu_ml_batch_queue_length",
+            description="Inputs still queued in the replica when its latest batch started.",
+            tag_keys=("deployment",),
+        )
         self.tokens_generated = Counter(
             "setu_ml_tokens_generated",
             description="Completion tokens generated.",

@@ -3,7 +3,7 @@
 No `from __future__ import annotations` here: FastAPI must see real types on the wrapped methods.
 """
 
-import base64
+import asyncio
 import json
 import time
 import uuid
@@ -13,15 +13,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serving.config import AppConfig
+from serving.deployments.embedder import check_embedding_request, embeddings_body
+from serving.deployments.translator import through_generator, translator_card
 from serving.errors import (
-    InvalidRequest,
-    ModelNotFound,
+    ModelUnavailable,
     Overloaded,
     ServingError,
     TooLarge,
@@ -33,41 +34,28 @@ from serving.generation import Delta, GenerationRequest
 from serving.languages import LANGUAGES
 from serving.metrics import serving_metrics
 from serving.schemas import ChatCompletionRequest, EmbeddingRequest, TranslationRequest
-
-RETRY_AFTER_SECONDS = 5
+from serving.wire import check_model, check_texts, error_body, error_response
 
 api = FastAPI(title="ShikshaSetu ML tier", docs_url=None, redoc_url=None)
 
 
-def _error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    kind = (
-        "invalid_request_error"
-        if status < 500
-        else "service_unavailable_error"
-        if status == 503
-        else "server_error"
-    )
-    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
-
-
 @api.exception_handler(ServingError)
-async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
+async def _serving_error(request: Request, exc: Exception) -> Response:
     error = unwrap(exc)
     assert isinstance(error, ServingError)
     serving_metrics().errors.inc(tags={"deployment": "Ingress", "kind": error.kind})
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status_code == 503 else None
-    return JSONResponse(_error_body(error.status_code, error.code, error.message), error.status_code, headers)
+    return error_response(error.status_code, error.code, error.message)
 
 
 @api.exception_handler(RequestValidationError)
-async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for problem in exc.errors():
         where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
         parts.append(f"{where or 'body'}: {problem.get('msg')}")
     serving_metrics().errors.inc(tags={"deployment": "Ingress", "kind": "invalid_input"})
-    return JSONResponse(_error_body(422, "invalid_request", "; ".join(parts)), 422)
+    return error_response(422, "invalid_request", "; ".join(parts))
 
 
 @contextmanager
@@ -80,21 +68,6 @@ def _capacity() -> Iterator[None]:
         raise Overloaded(f"the ML tier is at capacity, retry shortly ({error.message})") from None
 
 
-def _check_model(asked: str | None, served: str) -> None:
-    if asked is not None and asked != served:
-        raise ModelNotFound(f"model {asked!r} is not served here; this endpoint serves {served!r}")
-
-
-def _check_texts(texts: list[str], max_count: int, max_chars: int, what: str) -> None:
-    if len(texts) > max_count:
-        raise TooLarge(f"{len(texts)} {what} in one request; at most {max_count} are allowed")
-    for index, text in enumerate(texts):
-        if len(text) > max_chars:
-            raise TooLarge(f"{what}[{index}] has {len(text)} characters; at most {max_chars} are allowed")
-        if not text.strip():
-            raise InvalidRequest(f"{what}[{index}] is empty")
-
-
 def _sse(payload: dict[str, Any] | str) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     return f"data: {data}\n\n".encode()
@@ -103,25 +76,66 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
+    """Handles left out (None) are deployments this config does not run: the Embedder of a separate
+    embeddings application (`embeddings_app`), a Generator with no model to load here, a Translator with no
+    seq2seq model (translation then goes to the Generator from here)."""
+
     def __init__(
         self,
         config: AppConfig,
-        embedder: DeploymentHandle,
-        generator: DeploymentHandle,
-        translator: DeploymentHandle,
+        embedder: DeploymentHandle | None,
+        generator: DeploymentHandle | None,
+        translator: DeploymentHandle | None,
+        generator_absent: str | None = None,
     ) -> None:
         self.config = config
         self.limits = config.limits
+        if embedder is None:
+            assert config.embeddings_app is not None
+            embedder = serve.get_deployment_handle("Embedder", app_name=config.embeddings_app)
         self.embedder = embedder
         self.generator = generator
         self.translator = translator
+        self.generator_absent = generator_absent or "no generator deployed"
+
+    async def _embedder_card(self) -> dict[str, Any]:
+        try:
+            card: dict[str, Any] = await self.embedder.describe.remote()
+        except Exception as error:  # the embeddings application is down or still starting
+            return {
+                "id": self.config.embedder.served_name,
+                "kind": "embedding",
+                "status": "unavailable",
+                "reason": describe_error(unwrap(error)),
+            }
+        return card
+
+    def _absent_generator_card(self) -> dict[str, Any]:
+        return {
+            "id": self.config.generator.name,
+            "kind": "generation",
+            "engine": self.config.generator.engine,
+            "status": "unavailable",
+            "json_schema": "validated with retries",
+            "reason": self.generator_absent,
+        }
+
+    def _generator(self) -> DeploymentHandle:
+        if self.generator is None:
+            serving_metrics().errors.inc(tags={"deployment": "Ingress", "kind": "model_unavailable"})
+            raise ModelUnavailable(self.generator_absent)
+        return self.generator
 
     @api.get("/v1/models")
     async def list_models(self) -> dict[str, Any]:
         cards = [
-            await self.embedder.describe.remote(),
-            await self.generator.describe.remote(),
-            await self.translator.describe.remote(),
+            await self._embedder_card(),
+            await self.generator.describe.remote()
+            if self.generator is not None
+            else self._absent_generator_card(),
+            await self.translator.describe.remote()
+            if self.translator is not None
+            else translator_card(self.config.translator, {}),
         ]
         created = int(time.time())
         return {
@@ -143,32 +157,15 @@ class Ingress:
 
     @api.post("/v1/embeddings")
     async def create_embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
-        _check_model(body.model, self.config.embedder.served_name)
-        texts = body.texts
-        if not texts:
-            raise InvalidRequest("input is empty")
-        _check_texts(texts, self.limits.max_embedding_inputs, self.limits.max_embedding_chars, "input")
+        """Reached when the Embedder is not its own application (which then answers this path itself)."""
+        texts = check_embedding_request(body, self.config.embedder.served_name, self.limits)
         with _capacity():
             result = await self.embedder.embed.remote(texts)
-        vectors = result.vectors
-        if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-            raise InvalidRequest(
-                f"dimensions={body.dimensions} is not supported; the model gives {vectors.shape[1]}"
-            )
-        if body.encoding_format == "base64":
-            encoded: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in vectors]
-        else:
-            encoded = vectors.tolist()
-        return {
-            "object": "list",
-            "model": self.config.embedder.served_name,
-            "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(encoded)],
-            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
-        }
+        return embeddings_body(result, body, self.config.embedder.served_name)
 
     @api.post("/v1/chat/completions", response_model=None)
     async def create_chat_completion(self, body: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
-        _check_model(body.model, self.config.generator.name)
+        check_model(body.model, self.config.generator.name)
         if len(body.messages) > self.limits.max_chat_messages:
             raise TooLarge(
                 f"{len(body.messages)} messages; at most {self.limits.max_chat_messages} are allowed"
@@ -196,7 +193,7 @@ class Ingress:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             return await self._stream_chat(completion_id, request, include_usage)
         with _capacity():
-            completion = await self.generator.complete.remote(request)
+            completion = await self._generator().complete.remote(request)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -219,7 +216,7 @@ class Ingress:
     async def _stream_chat(
         self, completion_id: str, request: GenerationRequest, include_usage: bool
     ) -> StreamingResponse:
-        deltas: AsyncIterator[Delta] = self.generator.options(stream=True).stream.remote(request)
+        deltas: AsyncIterator[Delta] = self._generator().options(stream=True).stream.remote(request)
         # Wait for the first piece before answering 200, so "model unavailable" and overload stay HTTP errors.
         with _capacity():
             first: Delta | None = await anext(deltas, None)
@@ -267,7 +264,7 @@ class Ingress:
                 status, code = (
                     (error.status_code, error.code) if isinstance(error, ServingError) else (500, "internal")
                 )
-                yield _sse(_error_body(status, code, describe_error(error)))
+                yield _sse(error_body(status, code, describe_error(error)))
             yield _sse("[DONE]")
 
         return StreamingResponse(
@@ -276,17 +273,30 @@ class Ingress:
 
     @api.post("/v1/translations")
     async def create_translations(self, body: TranslationRequest) -> dict[str, Any]:
-        _check_model(body.model, self.config.translator.served_name)
+        check_model(body.model, self.config.translator.served_name)
         for field, code in (("source", body.source), ("target", body.target)):
             if code not in LANGUAGES:
                 raise UnknownLanguage(
                     f"{field}={code!r} is not a supported language code; use one of {', '.join(LANGUAGES)}"
                 )
-        _check_texts(
-            body.texts, self.limits.max_translation_texts, self.limits.max_translation_chars, "texts"
-        )
+        check_texts(body.texts, self.limits.max_translation_texts, self.limits.max_translation_chars, "texts")
         with _capacity():
-            translations = await self.translator.translate.remote(body.texts, body.source, body.target)
+            if self.translator is not None:
+                translations = await self.translator.translate.remote(body.texts, body.source, body.target)
+            elif body.source == body.target:
+                translations = list(body.texts)
+            else:
+                generator = self._generator()
+                translations = list(
+                    await asyncio.gather(
+                        *(
+                            through_generator(
+                                generator, text, body.source, body.target, self.limits.max_completion_tokens
+                            )
+                            for text in body.texts
+                        )
+                    )
+                )
         return {
             "object": "translation.list",
             "model": self.config.translator.served_name,

@@ -40,6 +40,33 @@ def translation_prompt(text: str, source: str, target: str, max_tokens: int) -> 
     )
 
 
+def translator_card(config: TranslatorConfig, unavailable: dict[Direction, str]) -> dict[str, Any]:
+    """The model card: which engine serves each direction (a seq2seq model, or the generator)."""
+    engines: dict[str, str] = {}
+    for direction in ("en-indic", "indic-en", "indic-indic"):
+        model = config.models.get(direction)  # type: ignore[call-overload]
+        engines[direction] = (
+            f"unavailable: {unavailable[direction]}" if direction in unavailable else (model or "generator")
+        )
+    return {
+        "id": config.served_name,
+        "kind": "translation",
+        "languages": [{"code": lang.code, "name": lang.name} for lang in LANGUAGES.values()],
+        "engines": engines,
+        "status": "unavailable" if unavailable else "available",
+    }
+
+
+async def through_generator(
+    generator: DeploymentHandle, text: str, source: str, target: str, max_completion_tokens: int
+) -> str:
+    """One text translated by the general generator with a strict prompt."""
+    # Indic scripts take several tokens per character in most vocabularies.
+    budget = min(max_completion_tokens, 32 + 4 * len(text))
+    completion = await generator.complete.remote(translation_prompt(text, source, target, budget))
+    return str(completion.text).strip()
+
+
 class Seq2SeqTranslator:
     """One IndicTrans2-family model (or any seq2seq model taking `src_tag tgt_tag text` input)."""
 
@@ -76,7 +103,7 @@ class Seq2SeqTranslator:
 @serve.deployment(name="Translator")
 class Translator:
     def __init__(
-        self, config: TranslatorConfig, generator: DeploymentHandle, max_completion_tokens: int
+        self, config: TranslatorConfig, generator: DeploymentHandle | None, max_completion_tokens: int
     ) -> None:
         self.config = config
         self.generator = generator
@@ -96,21 +123,7 @@ class Translator:
             self.metrics.model_available.set(int(direction in self.models), tags=tags)
 
     def describe(self) -> dict[str, Any]:
-        engines: dict[str, str] = {}
-        for direction in ("en-indic", "indic-en", "indic-indic"):
-            model = self.config.models.get(direction)  # type: ignore[call-overload]
-            engines[direction] = (
-                f"unavailable: {self.unavailable[direction]}"
-                if direction in self.unavailable
-                else (model or "generator")
-            )
-        return {
-            "id": self.config.served_name,
-            "kind": "translation",
-            "languages": [{"code": lang.code, "name": lang.name} for lang in LANGUAGES.values()],
-            "engines": engines,
-            "status": "unavailable" if self.unavailable else "available",
-        }
+        return translator_card(self.config, self.unavailable)
 
     async def translate(self, texts: list[str], source: str, target: str) -> list[str]:
         if source == target:
@@ -146,11 +159,9 @@ class Translator:
         return results
 
     async def _through_generator(self, text: str, source: str, target: str) -> str:
-        # Indic scripts take several tokens per character in most vocabularies.
-        budget = min(self.max_completion_tokens, 32 + 4 * len(text))
-        request = translation_prompt(text, source, target, budget)
-        completion = await self.generator.complete.remote(request)
-        return str(completion.text).strip()
+        if self.generator is None:
+            raise ModelUnavailable("translation through the generator: no generator is deployed")
+        return await through_generator(self.generator, text, source, target, self.max_completion_tokens)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.translate_batch.set_max_batch_size(int(user_config.get("max_batch_size", 16)))

@@ -149,7 +149,7 @@ def test_the_required_incidents_are_covered() -> None:
         "setu_serving_circuit_open",  # breaker open
         "ray_serve_deployment_replica_healthy",  # replicas unhealthy
         "ray_serve_deployment_queued_queries",  # queue length
-        "ray_serve_batch_wait_time_ms_bucket",  # batch wait
+        "ray_setu_ml_queue_wait_seconds_bucket",  # batch wait (our batcher: serving/batching.py)
         "ray_node_gram_used",  # GPU memory
         'setu_jobs_backlog{status="queued"}',  # job backlog
         'setu_jobs_total{outcome="failed"}',  # failed jobs

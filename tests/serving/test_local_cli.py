@@ -65,14 +65,32 @@ def test_serving_up_status_down(tmp_path: Path) -> None:
         status = setu("status", "--json")
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
-        deployments = report["serve"]["applications"]["setu"]["deployments"]
-        assert set(deployments) == {"Ingress", "Embedder", "Generator", "Translator"}
-        assert all(info["status"] == "HEALTHY" for info in deployments.values())
-        # The CPU config names a generator this offline machine cannot download: reported, not fatal.
-        assert report["health"]["models"]["generation"]["status"] == "unavailable"
+        applications = report["serve"]["applications"]
+        # Embeddings are their own application (one hop); the generator this offline machine cannot
+        # download gets no replica, nor does a translator with no model of its own: reported, not fatal.
+        assert set(applications["embeddings"]["deployments"]) == {"Embedder"}
+        assert set(applications["setu"]["deployments"]) == {"Ingress"}
+        for application in applications.values():
+            assert all(info["status"] == "HEALTHY" for info in application["deployments"].values())
+        generation = report["health"]["models"]["generation"]
+        assert generation["status"] == "unavailable" and "HF_HUB_OFFLINE" in generation["reason"]
         assert report["health"]["models"]["embedding"]["status"] == "available"
+        assert report["health"]["models"]["translation"]["engines"]["en-indic"] == "generator"
         embedded = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "hello"}, timeout=30)
         assert len(embedded.json()["data"][0]["embedding"]) == 384
+        assert embedded.json()["usage"]["prompt_tokens"] == 3  # [CLS] hello [SEP]
+        chat = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert chat.status_code == 503 and chat.json()["error"]["code"] == "model_unavailable"
+        translated = httpx.post(
+            f"http://127.0.0.1:{port}/v1/translations",
+            json={"texts": ["water"], "source": "en", "target": "hi"},
+            timeout=30,
+        )
+        assert translated.status_code == 503
         assert processes_under(ray_dir)
         token = data_dir / "serving" / "ray-auth-token"
         assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())
