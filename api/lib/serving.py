@@ -13,6 +13,7 @@ import random
 import struct
 import time
 from base64 import b64decode
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
@@ -145,6 +146,99 @@ def _error_message(response: httpx.Response) -> tuple[str, str]:
         return "", (response.text.strip()[:300] or response.reason_phrase)
 
 
+class EmbedCoalescer:
+    """Concurrent `embed` calls become one request: a call goes out at once while fewer than `max_in_flight`
+    are out; callers arriving meanwhile wait and leave together in the next one (up to `max_texts` texts,
+    identical texts sent once). A lone call waits for nothing; under load the HTTP calls, not the texts,
+    are fewer. A combined call the ML tier rejects (one text too long, say) is retried per caller, so one
+    caller's bad input never fails the others."""
+
+    def __init__(
+        self,
+        send: Callable[[list[str]], Awaitable[list[list[float]]]],
+        *,
+        max_texts: int = 64,
+        max_in_flight: int = 2,
+    ) -> None:
+        self.send = send
+        self.max_texts = max_texts
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.calls = 0  # requests sent (for tests and benches)
+        self._pending: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first use, or a new event loop (tests): nothing pending carries over
+            self._loop, self._pending, self.in_flight = loop, [], 0
+        if len(texts) >= self.max_texts:
+            self.calls += 1
+            return await self.send(texts)
+        future: asyncio.Future[list[list[float]]] = loop.create_future()
+        self._pending.append((texts, future))
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._pending and self.in_flight < self.max_in_flight:
+            group = [self._pending.pop(0)]
+            size = len(group[0][0])
+            while self._pending and size + len(self._pending[0][0]) <= self.max_texts:
+                size += len(self._pending[0][0])
+                group.append(self._pending.pop(0))
+            self.in_flight += 1
+            task = asyncio.create_task(self._send(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: list[tuple[list[str], asyncio.Future[list[list[float]]]]]) -> None:
+        try:
+            live = [(texts, future) for texts, future in group if not future.done()]
+            if not live:
+                return
+            unique = list(dict.fromkeys(text for texts, _ in live for text in texts))
+            try:
+                self.calls += 1
+                vectors = dict(zip(unique, await self.send(unique), strict=True))
+            except InvalidInput as error:
+                if len(live) == 1:
+                    _settle(live[0][1], error=error)
+                    return
+                for texts, future in live:  # one caller's bad text must not fail the rest
+                    try:
+                        self.calls += 1
+                        _settle(future, result=await self.send(texts))
+                    except Exception as single:
+                        _settle(future, error=single)
+                return
+            except Exception as error:
+                for _, future in live:
+                    _settle(future, error=error)
+                return
+            for texts, future in live:
+                _settle(future, result=[vectors[text] for text in texts])
+        finally:
+            self.in_flight -= 1
+            self._dispatch()
+
+
+def _settle(
+    future: asyncio.Future[list[list[float]]],
+    *,
+    result: list[list[float]] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():  # its caller went away (cancelled)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
 class ServingClient:
     """One per process (`app.state.serving`); pooled connections to serving's HTTP ingress."""
 
@@ -158,6 +252,7 @@ class ServingClient:
         retries: int = 2,
         breaker: CircuitBreaker | None = None,
         max_connections: int = 64,
+        coalesce_texts: int = 64,
     ) -> None:
         self.base_url = base_url
         self.timeout = timeout
@@ -170,6 +265,7 @@ class ServingClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        self.coalescer = EmbedCoalescer(self._embed_call, max_texts=coalesce_texts)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingClient:
@@ -185,9 +281,13 @@ class ServingClient:
     # -- operations -------------------------------------------------------------------------------------
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        """Unit-length vectors (384 numbers with the default model), one per text, in order."""
+        """Unit-length vectors (384 numbers with the default model), one per text, in order; calls made at
+        the same time share requests (EmbedCoalescer)."""
         if not texts:
             return []
+        return await self.coalescer.embed(texts)
+
+    async def _embed_call(self, texts: list[str]) -> list[list[float]]:
         body = await self._call(
             "embed", "POST", "/v1/embeddings", {"input": texts, "encoding_format": "base64"}, idempotent=True
         )
