@@ -298,23 +298,25 @@ class AuditCount:
     audit_rows: int
 
 
-async def _audit_rows(database_url: str, operation: str) -> int:
+async def _audit_rows(database_url: str, operation: str, client_id: str) -> int:
     import asyncpg
 
     connection = await asyncpg.connect(database_url)
     try:
         count: int = await connection.fetchval(
-            "SELECT count(*) FROM audit_events WHERE operation = $1", operation
+            "SELECT count(*) FROM audit_events WHERE operation = $1 AND client_id = $2", operation, client_id
         )
     finally:
         await connection.close()
     return count
 
 
-def count_audit(database_url: str, operation: str, result: Result, settle: float = 3.0) -> AuditCount:
-    """Audit rows for `operation` once the API's buffers have flushed (every second)."""
+def count_audit(
+    database_url: str, operation: str, client_id: str, result: Result, settle: float = 3.0
+) -> AuditCount:
+    """Audit rows for `operation` by this run's app once the API's buffers have flushed (every second)."""
     time.sleep(settle)
-    rows = asyncio.run(_audit_rows(database_url, operation))
+    rows = asyncio.run(_audit_rows(database_url, operation, client_id))
     return AuditCount(operation, result.requests + result.warmup_requests, rows)
 
 
@@ -385,15 +387,26 @@ def bench_peer(venv: Path, connections: int, seconds: float) -> Result:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _prepare(stack: Any) -> Any:
+    """One user's test data: through the HTTP API as the stack's admin (loadtests.setup's new form), or
+    through the services (its earlier, coroutine form), whichever this checkout has."""
+    import inspect
+
+    from loadtests.setup import prepare
+
+    if inspect.iscoroutinefunction(prepare):
+        return asyncio.run(prepare(stack.settings, 1))
+    return prepare(stack.api_url, stack.admin, 1)  # type: ignore[call-arg,unused-ignore]
+
+
 def bench_local_stack(
     connections: int, seconds: float, serving_url: str | None, workers: int, peer_venv: Path | None
 ) -> tuple[list[Result], AuditCount | None]:
     """Everything against a local stack; (a) and (p) run while the stack idles (same background)."""
-    from loadtests.setup import prepare
     from loadtests.stack import Stack
 
     with Stack(Path("reports/bench/stack"), serving_url=serving_url, api_workers=workers) as stack:
-        data = asyncio.run(prepare(stack.settings, 1))
+        data = _prepare(stack)
         token = _access_token(stack.api_url, data)
         code = data.standard_codes[len(data.standard_codes) // 2]
         bare = bench_bare(connections, seconds)
@@ -402,7 +415,7 @@ def bench_local_stack(
         health = bench_health(stack.api_url, connections, seconds, roots)
         results = [bare, health, *bench_api(stack.api_url, token, code, connections, seconds, roots)]
         assert stack.settings.database_url is not None
-        audit = count_audit(stack.settings.database_url, "getStandard", results[2])
+        audit = count_audit(stack.settings.database_url, "getStandard", data.client_id, results[2])
         if peer_venv is not None:
             results.append(bench_peer(peer_venv, connections, seconds))
         return results, audit
