@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get
 from litestar.params import Parameter
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.curriculum import schemas, services
 from api.curriculum.cache import CurriculumCache
@@ -81,14 +81,15 @@ class CurriculumController(Controller):
         "/standards",
         operation_id="searchStandards",
         summary=(
-            "Find NCERT learning outcomes and chapters. Use `q` for a teacher's words (hybrid text + meaning "
-            "search, best first, each with a score); filter by board, class, subject, chapter or kind."
+            "Find NCERT learning outcomes and chapters. Use `q` for a teacher's words (meaning + text search "
+            "over chapters, their topics and outcomes, best first, with a score and, for a chapter, the "
+            "matched_topic that explains the match); filter by board, class, subject, chapter or kind."
         ),
     )
     async def search_standards(
         self,
         request: Request[Any, Any, Any],
-        db_session: AsyncSession,
+        db_engine: AsyncEngine,
         redis: Redis,
         q: Annotated[
             str | None, Parameter(min_length=1, max_length=500, description="What to look for.")
@@ -111,14 +112,14 @@ class CurriculumController(Controller):
             board=board, class_level=class_level, subject=subject, chapter=chapter, kind=kind
         )
         if not q or not q.strip():
-            return await services.browse_standards(db_session, filters, cursor=cursor, limit=limit)
+            return await services.browse_standards(db_engine, filters, cursor=cursor, limit=limit)
         vector: list[float] | None
         try:
             vector = await embed_query(q, request.app.state.serving, redis)
         except UpstreamUnavailable:
             vector = None  # full-text ranking still answers; the page says so
         return await services.search_standards(
-            db_session, filters, q.strip(), vector, cursor=cursor, limit=limit
+            db_engine, filters, q.strip(), vector, cursor=cursor, limit=limit
         )
 
     @get(

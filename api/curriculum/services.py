@@ -1,21 +1,21 @@
-"""Curriculum queries and hybrid search (PostgreSQL full text fused with pgvector by reciprocal rank)."""
+"""Curriculum queries and hybrid search (pgvector and PostgreSQL full text over standards and chapter topics,
+fused by weighted reciprocal rank)."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.curriculum import schemas
 from api.curriculum.models import Board, Book, Standard, Subject
+from api.lib.db import read
 from api.lib.errors import InvalidInput, NotFound
-
-RRF_K = 60
-CANDIDATES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +205,16 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     return payload
 
 
+async def _rows(db: AsyncSession | AsyncEngine, statement: Any, params: dict[str, Any] | None = None) -> Any:
+    """An engine: one autocommit round trip (no BEGIN/COMMIT), retried once on a broken connection (the API's
+    path); a session: inside its transaction (tests, tools)."""
+    if isinstance(db, AsyncEngine):
+        return await read(db, statement, params)
+    return (await db.execute(statement, params or {})).all()
+
+
 async def browse_standards(
-    session: AsyncSession, filters: StandardFilters, *, cursor: str | None, limit: int
+    db: AsyncSession | AsyncEngine, filters: StandardFilters, *, cursor: str | None, limit: int
 ) -> schemas.StandardPage:
     """Standards in curriculum order (class, kind, code), keyset-paginated."""
     query = _filtered(_base_query(), filters)
@@ -217,11 +225,9 @@ async def browse_standards(
         except (KeyError, TypeError, ValueError):
             raise InvalidInput("cursor is not one this API returned") from None
         query = query.where(func.row(Standard.class_level, Standard.kind, Standard.code) > func.row(*key))
-    rows = (
-        await session.execute(
-            query.order_by(Standard.class_level, Standard.kind, Standard.code).limit(limit + 1)
-        )
-    ).all()
+    rows = await _rows(
+        db, query.order_by(Standard.class_level, Standard.kind, Standard.code).limit(limit + 1)
+    )
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
@@ -229,74 +235,189 @@ async def browse_standards(
     return schemas.StandardPage(items=[_standard_out(r) for r in rows[:limit]], next_cursor=next_cursor)
 
 
+# ---- search ------------------------------------------------------------------------------------------------
+# The ranking was chosen by measurement on tests/curriculum/teacher_queries.py (bench/search_quality.py
+# --tune prints the grid): weighted reciprocal-rank fusion of three bounded candidate lists over the
+# filtered rows:
+#   vs  the standard's own vector (a chapter's is over its title, topics and book/subject context);
+#   vt  a chapter's best-matching topic vector (outcomes and topic-less chapters: see OWN_VECTOR_AS_TOPIC);
+#   tt  the best full-text match among a chapter's topics.
+# Full-text rank of the standard rows themselves is left out when there is a vector: on the labelled set it
+# cost recall (common words such as "numbers" match dozens of rows). It is the text-only fallback's 2nd list.
+RRF_K = 10
+CANDIDATES = 20
+TOPIC_ROWS = 4 * CANDIDATES  # nearest topic rows looked at to find CANDIDATES distinct chapters
+W_STANDARD_VECTOR = 1.0
+W_TOPIC_VECTOR = 1.5
+W_TOPIC_TEXT = 0.5
+OWN_VECTOR_AS_TOPIC = True  # an outcome / topic-less chapter is in the topic-vector list with its own vector
+OWN_TEXT_AS_TOPIC = False  # ... and in the topic-text list with its own text
+TEXT_ONLY_K = 5
+W_TEXT_ONLY_TOPIC = 1.0
+W_TEXT_ONLY_STANDARD = 0.5
+
+_FILTERED = """
+    SELECT s.id, s.code, s.embedding, s.search_text, s.topics_source IS NOT NULL AS has_topics
+    FROM curriculum_standards s
+    JOIN curriculum_subjects subj ON subj.id = s.subject_id
+    JOIN curriculum_boards b ON b.id = s.board_id
+    WHERE (CAST(:board AS text) IS NULL OR upper(b.code) = upper(CAST(:board AS text)))
+      AND (CAST(:class_level AS integer) IS NULL OR s.class_level = CAST(:class_level AS integer))
+      AND (CAST(:subject AS text) IS NULL OR subj.slug LIKE CAST(:subject AS text))
+      AND (CAST(:kind AS text) IS NULL OR s.kind = CAST(:kind AS text))
+      AND (CAST(:chapter_number AS integer) IS NULL OR s.chapter_number = CAST(:chapter_number AS integer))
+      AND (CAST(:chapter AS text) IS NULL OR s.code = CAST(:chapter AS text)
+           OR lower(s.chapter_title) = lower(CAST(:chapter AS text)))
+"""
+_TSQUERY = "to_tsquery('english', replace(plainto_tsquery('english', CAST(:q AS text))::text, ' & ', ' | '))"
+_OWN_TEXT = """
+        UNION ALL
+        SELECT f.id, f.code, ts_rank_cd(f.search_text, tq.q) FROM f, tq
+        WHERE NOT f.has_topics AND f.search_text @@ tq.q"""
+_OWN_VECTOR = """
+            UNION ALL
+            SELECT id, code, d FROM fd WHERE NOT has_topics AND d IS NOT NULL"""
+_TOPIC_TEXT = f"""
+    tq AS (SELECT {_TSQUERY} AS q),
+    tx AS (
+        SELECT t.standard_id AS id, f.code, ts_rank_cd(t.search_text, tq.q) AS x
+        FROM curriculum_topics t JOIN f ON f.id = t.standard_id, tq WHERE t.search_text @@ tq.q
+        {_OWN_TEXT if OWN_TEXT_AS_TOPIC else ""}
+    ),
+    tt AS (
+        SELECT id, row_number() OVER (ORDER BY max(x) DESC, code) AS r FROM tx GROUP BY id, code
+        ORDER BY r LIMIT {CANDIDATES}
+    )"""  # noqa: S608 (constants of this module only)
+_DETAILS = """
+    SELECT s.code, s.kind, s.text, s.class_level, s.official_code, s.chapter_title, s.chapter_number,
+           subj.name AS subject, b.code AS board, bk.title AS book, fused.score, {matched} AS matched_topic
+    FROM fused
+    JOIN curriculum_standards s ON s.id = fused.id
+    JOIN curriculum_subjects subj ON subj.id = s.subject_id
+    JOIN curriculum_boards b ON b.id = s.board_id
+    LEFT JOIN curriculum_books bk ON bk.id = s.book_id
+    ORDER BY fused.score DESC, s.code
+"""
+_NEAREST_TOPIC = """(
+        SELECT t.topic FROM curriculum_topics t, qv WHERE t.standard_id = s.id AND t.embedding IS NOT NULL
+        ORDER BY t.embedding <#> qv.v LIMIT 1)"""
+_BEST_TEXT_TOPIC = """(
+        SELECT t.topic FROM curriculum_topics t, tq WHERE t.standard_id = s.id AND t.search_text @@ tq.q
+        ORDER BY ts_rank_cd(t.search_text, tq.q) DESC, t.position LIMIT 1)"""
+
+# One statement, one round trip, the same text every call (SQLAlchemy compiles it once, asyncpg prepares it
+# once per connection); the query vector travels as a binary float4[] parameter, not 384 numbers as text.
+# Inner product (<#>) orders like cosine here, every stored and query vector being unit length.
+_HYBRID_SEARCH = text(
+    f"""
+    WITH qv AS (SELECT CAST(CAST(:v AS real[]) AS vector) AS v),
+    f AS MATERIALIZED ({_FILTERED}),
+    fd AS MATERIALIZED (SELECT f.id, f.code, f.has_topics, f.embedding <#> qv.v AS d FROM f, qv),
+    vs AS (
+        SELECT id, row_number() OVER (ORDER BY d, code) AS r FROM fd WHERE d IS NOT NULL
+        ORDER BY r LIMIT {CANDIDATES}
+    ),
+    td AS (
+        SELECT * FROM (
+            SELECT t.standard_id AS id, f.code, t.embedding <#> qv.v AS d
+            FROM curriculum_topics t JOIN f ON f.id = t.standard_id, qv WHERE t.embedding IS NOT NULL
+            {_OWN_VECTOR if OWN_VECTOR_AS_TOPIC else ""}
+        ) AS rows ORDER BY d LIMIT {TOPIC_ROWS}
+    ),
+    vt AS (
+        SELECT id, row_number() OVER (ORDER BY min(d), code) AS r FROM td GROUP BY id, code
+        ORDER BY r LIMIT {CANDIDATES}
+    ),
+    {_TOPIC_TEXT},
+    fused AS (
+        SELECT id, sum(w / ({RRF_K} + r)) AS score FROM (
+            SELECT id, r, {W_STANDARD_VECTOR} AS w FROM vs
+            UNION ALL SELECT id, r, {W_TOPIC_VECTOR} FROM vt
+            UNION ALL SELECT id, r, {W_TOPIC_TEXT} FROM tt
+        ) AS ranked
+        GROUP BY id ORDER BY score DESC, id OFFSET :offset LIMIT :limit
+    )
+    {_DETAILS.format(matched=_NEAREST_TOPIC)}
+    """  # noqa: S608 (constants of this module only)
+)
+_TEXT_SEARCH = text(
+    f"""
+    WITH f AS MATERIALIZED ({_FILTERED}),
+    {_TOPIC_TEXT},
+    ts AS (
+        SELECT f.id, row_number() OVER (ORDER BY ts_rank_cd(f.search_text, tq.q) DESC, f.code) AS r
+        FROM f, tq WHERE f.search_text @@ tq.q ORDER BY r LIMIT {CANDIDATES}
+    ),
+    fused AS (
+        SELECT id, sum(w / ({TEXT_ONLY_K} + r)) AS score FROM (
+            SELECT id, r, {W_TEXT_ONLY_TOPIC} AS w FROM tt
+            UNION ALL SELECT id, r, {W_TEXT_ONLY_STANDARD} FROM ts
+        ) AS ranked
+        GROUP BY id ORDER BY score DESC, id OFFSET :offset LIMIT :limit
+    )
+    {_DETAILS.format(matched=_BEST_TEXT_TOPIC)}
+    """  # noqa: S608 (constants of this module only)
+)
+_HYBRID_TOP = (W_STANDARD_VECTOR + W_TOPIC_VECTOR + W_TOPIC_TEXT) / (RRF_K + 1)
+_TEXT_TOP = (W_TEXT_ONLY_TOPIC + W_TEXT_ONLY_STANDARD) / (TEXT_ONLY_K + 1)
+
+
+def _search_params(filters: StandardFilters) -> dict[str, Any]:
+    from api.curriculum.loader import slugify
+
+    chapter = filters.chapter.strip() if filters.chapter else None
+    return {
+        "board": filters.board or None,
+        "class_level": filters.class_level,
+        "subject": f"{slugify(filters.subject)}%" if filters.subject else None,
+        "kind": filters.kind or None,
+        "chapter_number": int(chapter) if chapter and chapter.isdigit() else None,
+        "chapter": chapter if chapter and not chapter.isdigit() else None,
+    }
+
+
 async def search_standards(
-    session: AsyncSession,
+    db: AsyncSession | AsyncEngine,
     filters: StandardFilters,
     q: str,
-    query_vector: list[float] | None,
+    query_vector: Sequence[float] | None,
     *,
     cursor: str | None,
     limit: int,
 ) -> schemas.StandardPage:
-    """Rank by reciprocal rank fusion of full-text rank and vector similarity (text only without a vector)."""
+    """Best first: fused vector and full-text ranks of standards and chapter topics (text only without a
+    vector). `db` is an engine (one autocommit round trip, the API's path) or a session (tests, tools)."""
     offset = 0
     if cursor:
         payload = _decode_cursor(cursor)
         if payload.get("q") != q or not isinstance(payload.get("o"), int) or payload["o"] < 0:
             raise InvalidInput("cursor belongs to a different search; start again without it")
         offset = payload["o"]
-    filtered_ids = _filtered(
-        select(Standard.id)
-        .join(Subject, Standard.subject_id == Subject.id)
-        .join(Board, Standard.board_id == Board.id)
-        .outerjoin(Book, Standard.book_id == Book.id),
-        filters,
-    ).subquery()
-    text_rank = text(
-        """
-        SELECT s.id, row_number() OVER (ORDER BY ts_rank_cd(s.search_text, query) DESC, s.code) AS rank
-        FROM curriculum_standards s,
-             to_tsquery('english', replace(plainto_tsquery('english', :q)::text, ' & ', ' | ')) AS query
-        WHERE s.search_text @@ query AND s.id IN (SELECT id FROM filtered)
-        ORDER BY rank LIMIT :candidates
-        """
-    )
-    vector_rank = text(
-        """
-        SELECT s.id, row_number() OVER (ORDER BY s.embedding <=> CAST(:v AS vector), s.code) AS rank
-        FROM curriculum_standards s
-        WHERE s.embedding IS NOT NULL AND s.id IN (SELECT id FROM filtered)
-        ORDER BY rank LIMIT :candidates
-        """
-    )
-    parts = [f"SELECT id, rank FROM ({text_rank.text}) AS t"]  # noqa: S608 (our own SQL)
-    params: dict[str, Any] = {"q": q, "candidates": CANDIDATES}
+    params = {**_search_params(filters), "q": q, "offset": offset, "limit": limit + 1}
     if query_vector is not None:
-        parts.append(f"SELECT id, rank FROM ({vector_rank.text}) AS v")  # noqa: S608
-        params["v"] = "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]"
-    compiled_filter = filtered_ids.element.compile(compile_kwargs={"literal_binds": True})
-    fused = text(
-        f"""
-        WITH filtered AS ({compiled_filter})
-        SELECT id, sum(1.0 / ({RRF_K} + rank)) AS score
-        FROM ({" UNION ALL ".join(parts)}) AS ranked
-        GROUP BY id
-        ORDER BY score DESC, id
-        OFFSET :offset LIMIT :limit
-        """  # noqa: S608 (compiled from our own SQLAlchemy expression with literal binds)
-    )
-    ranked = (await session.execute(fused, {**params, "offset": offset, "limit": limit + 1})).all()
-    ids = [r.id for r in ranked[:limit]]
-    rows = (
-        {r.id: r for r in (await session.execute(_base_query().where(Standard.id.in_(ids)))).all()}
-        if ids
-        else {}
-    )
-    top = 1.0 / (RRF_K + 1) * (2 if query_vector is not None else 1)
+        statement, top = _HYBRID_SEARCH, _HYBRID_TOP
+        params["v"] = query_vector if isinstance(query_vector, list) else list(query_vector)
+    else:
+        statement, top = _TEXT_SEARCH, _TEXT_TOP
+    rows = await _rows(db, statement, params)
     items = [
-        _standard_out(rows[r.id], round(float(r.score) / top, 4)) for r in ranked[:limit] if r.id in rows
+        schemas.StandardOut(
+            code=r.code,
+            kind=r.kind,
+            text=r.text,
+            class_level=r.class_level,
+            subject=r.subject,
+            board=r.board,
+            official_code=r.official_code,
+            chapter=r.chapter_title,
+            chapter_number=r.chapter_number,
+            book=r.book,
+            score=round(float(r.score) / top, 4),
+            matched_topic=r.matched_topic,
+        )
+        for r in rows[:limit]
     ]
-    next_cursor = _encode_cursor({"q": q, "o": offset + limit}) if len(ranked) > limit else None
+    next_cursor = _encode_cursor({"q": q, "o": offset + limit}) if len(rows) > limit else None
     return schemas.StandardPage(
         items=items,
         next_cursor=next_cursor,
