@@ -26,7 +26,8 @@ def _stat(pid: int) -> tuple[int, float] | None:
 
 
 def cpu_seconds(roots: Mapping[str, int | None]) -> dict[str, float]:
-    """CPU seconds so far of each named process tree (root PID and all its descendants)."""
+    """CPU seconds so far of each named process tree (root PID and its descendants, less the subtrees of
+    the other roots)."""
     if not _PROC.is_dir():
         return {}
     table: dict[int, tuple[int, float]] = {}
@@ -37,6 +38,7 @@ def cpu_seconds(roots: Mapping[str, int | None]) -> dict[str, float]:
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
     totals: dict[str, float] = {}
+    named = {root for root in roots.values() if root is not None}
     for name, root in roots.items():
         if root is None or root not in table:
             continue
@@ -44,7 +46,8 @@ def cpu_seconds(roots: Mapping[str, int | None]) -> dict[str, float]:
         while stack:
             pid = stack.pop()
             total += table[pid][1]
-            stack.extend(children.get(pid, ()))
+            # A descendant that is another part's root (Valkey or Ray under `setu up`) counts there only.
+            stack.extend(child for child in children.get(pid, ()) if child not in named)
         totals[name] = total
     return totals
 

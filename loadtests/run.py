@@ -1,5 +1,9 @@
 """`make loadtest`: start the stack (or target `--host`), prepare data, run locust headless, gate on the SLOs.
 
+Against `--host` it needs only the URL and an admin credential (`--admin-client-id`/`--admin-client-secret` of
+an app with the `admin` scope, or `--admin-email`/`--admin-password`; or the `SETU_LOADTEST_ADMIN_*`
+variables): the data is prepared through the HTTP API. Nothing here imports `api`.
+
 Writes locust's CSV files (`run_stats.csv`, `run_stats_history.csv`, `run_failures.csv`), its HTML report
 (`report.html`), its log and the test data under `--out` (default `reports/loadtest/`, ignored by git), prints
 the summary table and exits 1 naming every operation that missed its objective (2: the run itself failed).
@@ -8,7 +12,6 @@ the summary table and exits 1 naming every operation that missed its objective (
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import subprocess
@@ -16,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from loadtests import cpu, slo
-from loadtests.setup import prepare
+from loadtests.service import AdminCredential, ServiceError
+from loadtests.setup import add_credential_arguments, credential_from, prepare
 from loadtests.stack import Stack, exit_on_sigterm
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -33,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data", type=Path, help="test data from `python -m loadtests.setup` (default: prepared now)"
     )
     target.add_argument("--api-workers", type=int, default=1, help="uvicorn workers of the local stack")
+    add_credential_arguments(parser)
     target.add_argument(
         "--fresh", action="store_true", help="delete the local stack's data directory first (a cold start)"
     )
@@ -177,28 +184,31 @@ def main(argv: list[str] | None = None) -> None:
     slo.load_slo(args.slo)  # a broken SLO file fails now, not after the run
     data = args.data
     if args.host:
+        host = args.host.rstrip("/")
         if data is None:
             data = args.out / "data.json"
-            asyncio.run(prepare_data(None, args.users, data))
-        raise SystemExit(execute(args, args.host.rstrip("/"), args.serving_url, data))
+            try:
+                prepare_data(host, credential_from(args), args.users, data)
+            except (ValueError, ServiceError, httpx.HTTPError) as error:
+                sys.stderr.write(f"loadtests: cannot prepare test data on {host}: {error}\n")
+                raise SystemExit(2) from None
+        raise SystemExit(execute(args, host, args.serving_url, data))
     stack_root = args.out / "stack"
     if args.fresh and stack_root.exists():
         shutil.rmtree(stack_root)
     with Stack(stack_root, api_workers=args.api_workers, serving_url=args.serving_url) as stack:
         if data is None:
             data = args.out / "data.json"
-            asyncio.run(prepare_data(stack, args.users, data))
+            assert stack.admin is not None
+            prepare_data(stack.api_url, stack.admin, args.users, data)
         code = execute(args, stack.api_url, stack.serving_url, data, stack.process_roots())
     raise SystemExit(code)
 
 
-async def prepare_data(stack: Stack | None, users: int, path: Path) -> None:
-    """Test data through the app's services: the local stack's settings, or the environment's."""
-    from api.lib.settings import get_settings
-
-    settings = stack.settings if stack is not None else get_settings()
+def prepare_data(host: str, credential: AdminCredential, users: int, path: Path) -> None:
+    """Test data through the service's HTTP API (`loadtests.setup`)."""
     started = time.monotonic()
-    data = await prepare(settings, users)
+    data = prepare(host, credential, users)
     data.write(path)
     sys.stdout.write(
         f"test data: app {data.client_id}, {len(data.users)} users ({time.monotonic() - started:.1f} s)\n"

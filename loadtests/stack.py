@@ -1,33 +1,33 @@
-"""The stack a load test starts when it is given no `--host`: embedded PostgreSQL and Valkey, the ML tier on a
-private local Ray, and `setu up` on a free port, all with a private data directory. Every process is started
-here in its own session and stopped here by its PID (process group) when the run ends.
-
-`python -m loadtests.stack serve --port P --temp-dir D` is the ML-tier child: it deploys the Serve app (the
-packaged MiniLM embedder; the generator keeps its default hub model, which cannot load offline, so the run is
-"without generation") and waits for SIGTERM to shut Serve and Ray down.
+"""The stack a load test starts when it is given no `--host`: `setu up` (what `make run` starts: embedded
+PostgreSQL and Valkey, the ML tier on a private local Ray with its own auth token, the API) on free ports
+with a private data directory, driven from here over HTTP like any other deployment. Nothing here imports
+`api`; the admin credential comes from `setu apps create` (the operator's command), kept owner-only in the
+stack's folder and reused while it works. `setu up` runs in its own session and is stopped by its PID
+(process group); it stops everything it started.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 import httpx
 
-from api.lib.embedded import EmbeddedServices
-from api.lib.settings import Settings
+from loadtests.service import AdminCredential, ServiceError, admin_token
 
 RAY_WORKER_PORTS = range(10002, 20000)
+SETU = str(Path(sys.executable).with_name("setu"))
+READY_TIMEOUT_S = 600.0
+"""`setu up` to /ready with serving ok; a first start embeds the curriculum, on a busy 2-core box."""
 
 
 def free_port() -> int:
@@ -41,76 +41,27 @@ def free_port() -> int:
     raise RuntimeError("no free port outside 10002-19999")
 
 
-def serve_config(port: int) -> dict[str, Any]:
-    """The ML tier for load tests: small CPU shares so it fits beside the API on two cores."""
-    small = {"num_cpus": 0.25}
-    bounded = {"max_ongoing_requests": 256, "max_queued_requests": 1000, "ray_actor_options": small}
-    return {
-        "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [
-            {
-                "name": "setu",
-                "route_prefix": "/",
-                "import_path": "serving.app:build_app",
-                "args": {},
-                "deployments": [
-                    {"name": "Ingress", "num_replicas": 1, **bounded},
-                    {
-                        "name": "Embedder",
-                        "num_replicas": 1,
-                        **bounded,
-                        "user_config": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005},
-                    },
-                    {"name": "Generator", "num_replicas": 1, "ray_actor_options": small},
-                    {"name": "Translator", "num_replicas": 1, "ray_actor_options": small},
-                ],
-            }
-        ],
-    }
+@dataclass(frozen=True)
+class StackSettings:
+    """Where the stack's parts are (for tools that read its database directly, such as bench/api.py)."""
 
+    base_url: str
+    data_dir: Path
+    serving_url: str | None
 
-def _serve_main(port: int, temp_dir: Path) -> None:
-    """The ML-tier child process (see the module docstring)."""
-    import ray
-    from ray import serve
+    @property
+    def database_url(self) -> str:
+        socket_dir = self.data_dir / "postgres"
+        port = (socket_dir / "postmaster.pid").read_text().splitlines()[3].strip()
+        return f"postgresql://postgres@/shikshasetu?host={socket_dir}&port={port}"
 
-    from serving.runtime import deploy
-
-    offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    os.environ.update(offline)
-    stop = False
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        _temp_dir=str(temp_dir),
-        namespace="serve",
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": offline},
-    )
-    try:
-        deploy(serve_config(port))
-        sys.stdout.write(f"serving on http://127.0.0.1:{port}\n")
-        sys.stdout.flush()
-        while not stop:
-            time.sleep(0.2)
-    finally:
-        try:
-            serve.shutdown()  # type: ignore[no-untyped-call]
-        finally:
-            ray.shutdown()
+    @property
+    def redis_url(self) -> str:
+        return f"unix://{self.data_dir / 'valkey' / 'valkey.sock'}"
 
 
 class Stack:
-    """Starts and stops the services of a local load test; use as a context manager."""
+    """Starts and stops `setu up` for a local load test; use as a context manager."""
 
     def __init__(
         self,
@@ -121,44 +72,37 @@ class Stack:
         log: TextIO = sys.stderr,
     ) -> None:
         self.root = root.resolve()  # embedded servers need absolute socket paths
+        self.data_dir = self.root / "data"
         self.api_workers = api_workers
         self.serving_url = serving_url
         self.log = log
         self.port = free_port()
-        self.services = EmbeddedServices(self.root / "data")
-        self.urls: dict[str, str] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
         self._api: subprocess.Popen[bytes] | None = None
-        self._serving: subprocess.Popen[bytes] | None = None
-        self.ray_dir: Path | None = None
+        self.admin: AdminCredential | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def settings(self) -> Settings:
-        """The settings the API runs with (setup uses them to reach its database and signing keys)."""
-        return Settings.model_validate(
+    def settings(self) -> StackSettings:
+        return StackSettings(self.api_url, self.data_dir, self.serving_url)
+
+    def _environment(self, port: int, serving_port: int, metrics_port: int) -> dict[str, str]:
+        drop = {"DATABASE_URL", "REDIS_URL", "SERVING_URL", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}
+        environment = {k: v for k, v in os.environ.items() if k not in drop}
+        environment.update(
             {
-                "DATABASE_URL": self.urls.get("DATABASE_URL"),
-                "REDIS_URL": self.urls.get("REDIS_URL"),
-                "SERVING_URL": self.serving_url,
-                "host": "127.0.0.1",
-                "port": self.port,
-                "data_dir": self.root / "data",
+                "SETU_HOST": "127.0.0.1",
+                "SETU_PORT": str(port),
+                "SETU_SERVING_PORT": str(serving_port),
+                "SETU_SERVING_METRICS_PORT": str(metrics_port),
+                "SETU_DATA_DIR": str(self.data_dir),
+                "SETU_WORKERS": str(self.api_workers),
+                "SETU_LOG_LEVEL": "WARNING",
             }
         )
-
-    def _environment(self) -> dict[str, str]:
-        environment = {
-            **self.urls,
-            "SETU_HOST": "127.0.0.1",
-            "SETU_PORT": str(self.port),
-            "SETU_DATA_DIR": str(self.root / "data"),
-            "SETU_WORKERS": str(self.api_workers),
-            "SETU_LOG_LEVEL": "WARNING",
-        }
         if self.serving_url:
             environment["SERVING_URL"] = self.serving_url
         return environment
@@ -177,111 +121,117 @@ class Stack:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self.urls = self.services.start()
-        self._note(f"embedded PostgreSQL and Valkey up ({time.monotonic() - started:.1f} s)")
-        if self.serving_url is None:
-            self._start_serving()
-        self._start_api()
-
-    def _spawn(self, argv: list[str], log_name: str, environment: dict[str, str]) -> subprocess.Popen[bytes]:
-        log_file = (self.root / log_name).open("wb")
-        process = subprocess.Popen(  # noqa: S603 (our own interpreter and modules)
-            argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **environment},
-            start_new_session=True,  # its own process group: stopped as one, never by name
-        )
-        log_file.close()
-        self.processes.append(process)
-        return process
-
-    def _start_serving(self) -> None:
-        started = time.monotonic()
-        port = free_port()
-        self.ray_dir = Path(tempfile.mkdtemp(prefix="setu-lt-ray-"))  # short: Ray's socket paths are limited
-        from serving.local import AUTH_TOKEN_FILE, auth_environment, ensure_auth_token
-
-        # Our own Ray auth token (never ~/.ray), kept with the stack's data.
-        token = auth_environment(ensure_auth_token(self.root / "data" / AUTH_TOKEN_FILE), base={})
-        process = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "loadtests.stack",
-                "serve",
-                "--port",
-                str(port),
-                "--temp-dir",
-                str(self.ray_dir),
-            ],
-            "serving.log",
-            token,
-        )
-        url = f"http://127.0.0.1:{port}"
-        self._wait(process, f"{url}/health", 300, "the ML tier", "serving.log")
-        self._serving = process
-        self.serving_url = url
-        self._note(f"ML tier on {url} ({time.monotonic() - started:.1f} s)")
-
-    def _start_api(self) -> None:
-        started = time.monotonic()
+        external_serving = self.serving_url is not None
         for attempt in range(3):
-            # Chosen now, not earlier: Ray takes ephemeral ports of its own while it starts.
-            self.port = free_port()
-            process = self._spawn(
-                [sys.executable, "-c", "from api.cli import main; main()", "up"],
-                "api.log",
-                self._environment(),
+            self.port, serving_port = free_port(), free_port()
+            environment = self._environment(self.port, serving_port, free_port())
+            log_file = (self.root / "api.log").open("ab")
+            process = subprocess.Popen(  # noqa: S603 (our own command)
+                [SETU, "up"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,  # its own process group: stopped as one, never by name
             )
+            log_file.close()
+            self.processes.append(process)
             try:
-                self._wait(process, f"{self.api_url}/ready", 600, "the API", "api.log")
+                self._wait_ready(process, need_serving=not external_serving)
                 self._api = process
                 break
             except RuntimeError:
                 if attempt == 2 or "address already in use" not in (self.root / "api.log").read_text():
                     raise
                 self.processes.remove(process)
-        self._note(f"API on {self.api_url} ({time.monotonic() - started:.1f} s; log {self.root / 'api.log'})")
+                _terminate(process, grace=60)
+        if not external_serving:
+            self.serving_url = f"http://127.0.0.1:{serving_port}"
+        self._note(
+            f"setu up on {self.api_url}, ML tier {self.serving_url} ({time.monotonic() - started:.1f} s; "
+            f"log {self.root / 'api.log'})"
+        )
+        self.admin = self._admin_credential(environment)
 
-    def _wait(self, process: subprocess.Popen[bytes], url: str, timeout: float, what: str, log: str) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_ready(self, process: subprocess.Popen[bytes], *, need_serving: bool) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"{what} exited with {process.returncode}; see {self.root / log}")
+                raise RuntimeError(f"setu up exited with {process.returncode}; see {self.root / 'api.log'}")
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                ready = httpx.get(f"{self.api_url}/ready", timeout=5)
+                serving = ready.json()["components"].get("serving", {}).get("status")
+                if ready.status_code == 200 and (serving == "ok" or not need_serving):
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError, KeyError):
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"{what} not ready at {url} after {timeout:g} s; see {self.root / log}")
+        raise RuntimeError(f"setu up not ready after {READY_TIMEOUT_S:g} s; see {self.root / 'api.log'}")
+
+    def _admin_credential(self, environment: dict[str, str]) -> AdminCredential:
+        """An app with the `admin` scope: the one kept from an earlier run while it still works, else a new
+        one from `setu apps create` (it shares the running embedded servers of the data directory)."""
+        saved = self.root / "admin-app.json"
+        if saved.exists():
+            credential = AdminCredential(**json.loads(saved.read_text()))
+            try:
+                with httpx.Client(base_url=self.api_url, timeout=30) as http:
+                    admin_token(http, credential)
+                return credential
+            except (ServiceError, httpx.HTTPError):
+                saved.unlink()
+        command = [SETU, "apps", "create", "--name", "Load test admin", "--scope", "admin"]
+        command += ["--grant", "client_credentials", "--json"]
+        created = subprocess.run(  # noqa: S603 (our own command)
+            command, env=environment, capture_output=True, text=True, timeout=120, check=False
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"setu apps create failed: {created.stderr[-2000:]}")
+        body = json.loads(created.stdout)
+        credential = AdminCredential(client_id=body["app"]["client_id"], client_secret=body["client_secret"])
+        descriptor = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump({"client_id": credential.client_id, "client_secret": credential.client_secret}, file)
+        return credential
 
     def process_roots(self) -> dict[str, int | None]:
-        """The root PID of each part, for CPU accounting (`loadtests.cpu`)."""
-        postmaster = self.root / "data" / "postgres" / "postmaster.pid"
-        roots: dict[str, int | None] = {
-            "api": self._api.pid if self._api else None,
-            "postgres": int(postmaster.read_text().split()[0]) if postmaster.exists() else None,
-            "valkey": self.services.valkey_pid,
-        }
-        if self._serving is not None:
-            roots["ml tier"] = self._serving.pid
+        """The root PID of each part, for CPU accounting (`loadtests.cpu`; a part's tree stops where another
+        part's root begins): the API (`setu up` and its uvicorn workers), PostgreSQL, Valkey, the ML tier."""
+        roots: dict[str, int | None] = {"api": self._api.pid if self._api else None}
+        postmaster = self.data_dir / "postgres" / "postmaster.pid"
+        roots["postgres"] = int(postmaster.read_text().split()[0]) if postmaster.exists() else None
+        roots["valkey"] = None
+        if self._api is not None:
+            for child in _children(self._api.pid):
+                if "valkey" in _command(child):
+                    roots["valkey"] = child
+        ray_state = self.data_dir / "serving" / "ray.json"
+        if ray_state.exists():
+            roots["ml tier"] = int(json.loads(ray_state.read_text())["pid"])
         return roots
 
     def stop(self) -> None:
-        """Stop the API, then the ML tier, then the databases; safe to call twice."""
+        """Stop `setu up` (it stops its servers and its Ray); safe to call twice."""
         while self.processes:
-            process = self.processes.pop()
-            _terminate(process, grace=60)
-        self.services.stop()
-        if self.ray_dir is not None:
-            shutil.rmtree(self.ray_dir, ignore_errors=True)
-            self.ray_dir = None
+            _terminate(self.processes.pop(), grace=90)
 
     def _note(self, text: str) -> None:
         self.log.write(f"[stack] {text}\n")
         self.log.flush()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def exit_on_sigterm() -> None:
@@ -294,28 +244,14 @@ def exit_on_sigterm() -> None:
 
 
 def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM to the child's process group, SIGKILL after `grace` seconds."""
+    """SIGINT to `setu up` (it stops what it started, as on Ctrl-C), SIGKILL to its group after `grace` s."""
     if process.poll() is not None:
         return
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
         process.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
     except ProcessLookupError:
         pass
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.stack")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the ML tier for a load test until SIGTERM")
-    serve.add_argument("--port", type=int, required=True)
-    serve.add_argument("--temp-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    _serve_main(args.port, args.temp_dir)
-
-
-if __name__ == "__main__":
-    main()

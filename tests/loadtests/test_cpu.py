@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,28 @@ def test_used_between_and_describe_report_per_request_costs() -> None:
     assert used["me"] >= 0.04
     text = describe({"api": 2.0}, requests=1000, seconds=10.0)
     assert "2.00 ms/request" in text and "20% of a core" in text
+
+
+def test_a_part_inside_another_parts_tree_counts_only_in_its_own() -> None:
+    """`setu up` starts Valkey and Ray as its children: each is a part of its own, not the API's."""
+    busy = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
+    busy += "time.sleep(5)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])"]
+    )
+    try:
+        child = None
+        deadline = time.monotonic() + 10
+        while child is None and time.monotonic() < deadline:
+            found = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+            child = int(found[0]) if found else None
+            time.sleep(0.05)
+        assert child is not None
+        while cpu_seconds({"child": child}).get("child", 0.0) < 0.9 and time.monotonic() < deadline + 20:
+            time.sleep(0.05)  # the child burns its second of CPU, then sleeps
+        both = cpu_seconds({"parent": parent.pid, "child": child})
+        assert both["child"] >= 0.5 and both["parent"] < 0.5
+        assert cpu_seconds({"parent": parent.pid})["parent"] >= 0.5  # alone, the tree includes it
+    finally:
+        parent.kill()
+        parent.wait()

@@ -15,8 +15,10 @@ from api.app import create_app
 from api.curriculum.loader import LoadReport
 from api.lib.settings import Settings
 from loadtests.run import execute, parse_args
+from loadtests.service import AdminCredential
 from loadtests.setup import prepare
 from loadtests.slo import gate, read_stats
+from tests.utils.oauth import TEST_PASSWORD, create_test_user
 from tests.utils.servers import free_port
 
 
@@ -43,7 +45,9 @@ async def test_a_short_headless_run_passes_the_gate_and_a_strict_one_fails_it(
     settings: Settings, server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data.json"
-    (await prepare(settings, 3)).write(data)
+    _, email = await create_test_user(settings, role="admin")  # the only thing made outside the HTTP API
+    admin = AdminCredential(email=email, password=TEST_PASSWORD)
+    (await asyncio.to_thread(prepare, server_url, admin, 3)).write(data)
     out = tmp_path / "reports"
     out.mkdir()
     lenient = tmp_path / "lenient.toml"
