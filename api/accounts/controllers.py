@@ -18,7 +18,7 @@ from api.oauth.guards import Principal, requires_scope
 from api.oauth.runtime import OAuthRuntime
 
 Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size.")]
-Offset = Annotated[int, Parameter(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Parameter(ge=0, le=1_000_000, description="Items to skip.")]
 
 
 class AdminUserController(Controller):

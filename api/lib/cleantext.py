@@ -128,6 +128,60 @@ def _check_body(body: bytes, content_type: bytes) -> tuple[str, str, str] | None
     return ("body", *found) if found else None
 
 
+_DECODERS: dict[int, msgspec.json.Decoder[Any] | None] = {}
+
+
+def _decoder(handler: Any) -> msgspec.json.Decoder[Any] | None:
+    """A strict decoder of the handler's `data` type (None when it has none we can decode alone)."""
+    key = id(handler)
+    if key not in _DECODERS:
+        decoder = None
+        data = handler.parsed_fn_signature.parameters.get("data") if handler is not None else None
+        if (
+            data is not None
+            and isinstance(data.annotation, type)
+            and issubclass(data.annotation, msgspec.Struct)
+        ):
+            decoder = msgspec.json.Decoder(data.annotation, strict=True)
+        _DECODERS[key] = decoder
+    return _DECODERS[key]
+
+
+def _check_types(scope: Scope, body: bytes) -> tuple[str, str, str] | None:
+    """JSON bodies are typed strictly: `0` is not a boolean, `"5"` is not an integer (Litestar converts
+    leniently, which would accept what the spec says is invalid)."""
+    decoder = _decoder(scope.get("route_handler"))
+    if decoder is None or not body:
+        return None
+    try:
+        decoder.decode(body)
+    except msgspec.ValidationError as error:
+        text = str(error)
+        if "got `float`" in text:  # JSON Schema counts 18.0 as an integer, and so do we
+            try:
+                msgspec.convert(_integral(msgspec.json.decode(body)), decoder.type, strict=True)
+            except msgspec.ValidationError as again:
+                text = str(again)
+            else:
+                return None
+        where = text.rsplit(" - at `$", 1)[1].rstrip("`").lstrip(".") if " - at `$" in text else "body"
+        return ("body", where or "body", text.split(" - at `$", 1)[0])
+    except msgspec.DecodeError:
+        return None  # malformed JSON: the handler's own decoding answers with its 400
+    return None
+
+
+def _integral(value: Any) -> Any:
+    """`value` with every float that has no fractional part made an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
+
+
 def _is_json(content_type: bytes) -> bool:
     return content_type == b"application/json" or content_type.endswith(b"+json")
 
@@ -149,6 +203,8 @@ class CleanTextMiddleware:
                 body, complete, receive = await _buffer(receive)
                 if complete:
                     found = _check_body(body, content_type)
+                    if found is None and _is_json(content_type):
+                        found = _check_types(scope, body)
         if found is not None:
             await _refuse(scope, receive, send, *found)
             return
@@ -187,8 +243,13 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, source: str, field
     where = {"path": "path parameter", "query": "query parameter", "header": "header", "body": "field"}[
         source
     ]
-    message = f"contains {reason}, which this API does not accept in text"
-    detail = f"{where} {field!r} {message}." if not field.endswith(")") else f"{where} {field} {message}."
+    named = field if field.endswith(")") else repr(field)
+    if reason.startswith("a "):  # a NUL byte, a lone surrogate
+        message = f"contains {reason}, which this API does not accept in text"
+        detail = f"{where} {named} {message}."
+    else:  # a strict type check
+        message = reason
+        detail = f"{where} {named}: {message}."
     extra: dict[str, Any] = {"errors": [{"key": field, "source": source, "message": message}]}
     if scope.get("path", "").startswith("/oauth/"):  # OAuth clients read RFC 6749's fields
         extra.update(error="invalid_request", error_description=detail)

@@ -13,12 +13,22 @@ OAuth endpoints keep their RFC 6749 error bodies for 400/401/429 (OAuth clients 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Reference, RequestBody, Schema
 from litestar.plugins import ReceiveRoutePlugin
 from litestar.routes import BaseRoute, HTTPRoute
+from litestar.typing import FieldDefinition
 
 from api.lib.errors import PROBLEM_JSON, ProblemDetails
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
 
 API_PREFIX = "/api/v1"
 # Routes that answer without a database or Redis behind them.
@@ -63,7 +73,7 @@ EXTRA: dict[str, dict[int, str]] = {
     "searchStandards": {502: DESCRIPTIONS[502]},
     "searchMemories": {502: DESCRIPTIONS[502]},
     "alignToCurriculum": {502: DESCRIPTIONS[502], 413: DESCRIPTIONS[413]},
-    "generateQuestions": {502: DESCRIPTIONS[502]},
+    "generateQuestions": {502: DESCRIPTIONS[502], 404: "No learning outcome or chapter has this `code`."},
     "simplifyText": {502: DESCRIPTIONS[502]},
     "translateText": {502: DESCRIPTIONS[502]},
 }
@@ -111,6 +121,10 @@ class ErrorResponsesPlugin(ReceiveRoutePlugin):
     def receive_route(self, route: BaseRoute) -> None:
         if not isinstance(route, HTTPRoute):
             return
+        _answer_options_for(route)
+        for handler in route.route_handlers:
+            if isinstance(handler.operation_id, str) and handler.operation_id in FORM_OPERATIONS:
+                handler.operation_class = FORM_OPERATIONS[handler.operation_id]
         for handler in route.route_handlers:
             if not isinstance(handler, HTTPRouteHandler) or not handler.resolve_include_in_schema():
                 continue
@@ -126,4 +140,123 @@ class ErrorResponsesPlugin(ReceiveRoutePlugin):
                 )
                 for status, description in statuses.items():
                     declared.setdefault(status, problem_response(description))
+            if handler.operation_id == "revokeToken":  # RFC 7009: 200 with an empty body
+                declared[200] = ResponseSpec(
+                    data_container=None,
+                    description="Revoked, or not a valid token: either way an empty body.",
+                )
             handler.responses = declared
+
+
+def _answer_options_for(route: HTTPRoute) -> None:
+    """Litestar merges the handlers of a path registered twice (GET and POST of one controller) into a new
+    route but keeps the first route's automatic OPTIONS handler, whose `Allow` then lists only the first
+    route's methods. Point that handler at the merged route, so `Allow` lists every method of the path."""
+    for handler in route.route_handlers:
+        function = getattr(handler.fn, "__wrapped__", handler.fn)
+        if handler.http_methods != {"OPTIONS"} or getattr(function, "__name__", "") != "options_handler":
+            continue
+        for cell in getattr(function, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, HTTPRoute) and cell.cell_contents is not route:
+                cell.cell_contents = route
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's schema of a msgspec Struct, plus what it leaves out and the server enforces:
+    `additionalProperties: false` for `forbid_unknown_fields` structs, and the length and pattern
+    constraints of list items (`list[Annotated[str, Meta(min_length=1)]]`)."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if not isinstance(info, msgspec.inspect.StructType):
+            return schema
+        if info.forbid_unknown_fields:
+            schema.additional_properties = False
+        for field in info.fields:
+            prop = (schema.properties or {}).get(field.encode_name)
+            item = _list_item(field.type)
+            if isinstance(prop, Schema) and isinstance(prop.items, Schema) and item is not None:
+                _constrain(prop.items, item)
+        return schema
+
+
+def _list_item(kind: Any) -> Any:
+    while isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    if isinstance(kind, msgspec.inspect.UnionType):  # `list[...] | None`
+        kinds = [k for k in kind.types if not isinstance(k, msgspec.inspect.NoneType)]
+        kind = kinds[0] if len(kinds) == 1 else None
+    while isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    if isinstance(kind, (msgspec.inspect.ListType, msgspec.inspect.SetType, msgspec.inspect.FrozenSetType)):
+        return kind.item_type
+    return None
+
+
+def _constrain(schema: Schema, item: Any) -> None:
+    while isinstance(item, msgspec.inspect.Metadata):
+        item = item.type
+    if isinstance(item, msgspec.inspect.StrType):
+        if item.min_length is not None:
+            schema.min_length = item.min_length
+        if item.max_length is not None:
+            schema.max_length = item.max_length
+        if item.pattern is not None:
+            schema.pattern = item.pattern
+
+
+def _form(required: list[str], **fields: Schema) -> Schema:
+    properties: dict[str, Schema | Reference] = dict(fields)
+    return Schema(type=OpenAPIType.OBJECT, properties=properties, required=required)
+
+
+_TEXT = Schema(type=OpenAPIType.STRING)
+_CLIENT = {"client_id": _TEXT, "client_secret": _TEXT}  # or HTTP Basic (RFC 6749 section 2.3.1)
+# RFC 7009 section 2.1: a hint the server does not know is ignored, not refused.
+_HINT = Schema(
+    type=OpenAPIType.STRING, description="`access_token` or `refresh_token`; other values are ignored."
+)
+# The OAuth endpoints read their form themselves (`read_form`), so Litestar cannot describe it.
+FORMS = {
+    "issueToken": _form(
+        ["grant_type"],
+        grant_type=Schema(
+            type=OpenAPIType.STRING, enum=["authorization_code", "refresh_token", "client_credentials"]
+        ),
+        code=_TEXT,
+        redirect_uri=_TEXT,
+        code_verifier=_TEXT,
+        refresh_token=_TEXT,
+        scope=Schema(type=OpenAPIType.STRING, description="Space-separated scopes."),
+        **_CLIENT,
+    ),
+    "revokeToken": _form(
+        ["token"],
+        token=_TEXT,
+        token_type_hint=_HINT,
+        **_CLIENT,
+    ),
+    "introspectToken": _form(
+        ["token"],
+        token=_TEXT,
+        token_type_hint=_HINT,
+        **_CLIENT,
+    ),
+}
+
+
+def _form_operation(form: Schema) -> type[Operation]:
+    @dataclass
+    class FormOperation(Operation):
+        """An operation whose `application/x-www-form-urlencoded` body is documented here."""
+
+        def __post_init__(self) -> None:
+            if self.request_body is None:
+                content = {"application/x-www-form-urlencoded": OpenAPIMediaType(schema=form)}
+                self.request_body = RequestBody(content=content, required=True)
+
+    return FormOperation
+
+
+FORM_OPERATIONS = {operation_id: _form_operation(form) for operation_id, form in FORMS.items()}

@@ -182,3 +182,22 @@ async def test_the_cli_refuses_the_same_text(settings: Settings) -> None:
         "--generate-password",
     )
     assert result.exit_code == 2 and "lone surrogate" in result.output
+
+
+async def test_json_bodies_are_typed_strictly(client: Client, admin_headers: dict[str, str]) -> None:
+    """Litestar converts leniently (`0` to False, `"5"` to 5); the spec calls those invalid, and so do we."""
+    user = "00000000-0000-0000-0000-000000000000"
+    response = await client.patch(f"/api/v1/admin/users/{user}", json={"is_active": 0}, headers=admin_headers)
+    body = assert_refused(response, "is_active", "body")
+    assert "Expected `bool`, got `int`" in body["detail"]
+    response = await client.post(
+        "/api/v1/memories/search", json={"query": "x", "limit": "5"}, headers=admin_headers
+    )
+    assert_refused(response, "limit", "body")
+    # JSON Schema's integers include 5.0, and so do ours.
+    response = await client.post(
+        "/api/v1/memories", json={"content": "x", "tags": ["a"]}, headers=admin_headers
+    )
+    assert response.status_code == 202, response.text
+    response = await client.get("/api/v1/memories?limit=5", headers=admin_headers)
+    assert response.status_code == 200

@@ -177,3 +177,28 @@ def test_postman_paths_use_postman_variables() -> None:
     request = build_collection(spec, "http://h")["item"][0]["item"][0]["request"]
     assert request["url"]["raw"] == "{{baseUrl}}/api/v1/memories/:memory_id"
     assert request["url"]["variable"] == [{"key": "memory_id", "value": ""}]
+
+
+async def test_the_spec_states_what_the_server_enforces(client: AsyncTestClient[Litestar]) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    assert schemas["MemoryCreate"]["additionalProperties"] is False  # forbid_unknown_fields
+    tag = schemas["MemorySearch"]["properties"]["tags"]["items"]
+    assert tag["minLength"] == 1 and tag["maxLength"] == 64  # list items keep their constraints
+    form = spec["paths"]["/oauth/token"]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"
+    ]
+    assert form["schema"]["required"] == ["grant_type"]
+    assert "content" not in spec["paths"]["/oauth/revoke"]["post"]["responses"]["200"]  # an empty body
+
+
+async def test_options_lists_every_method_of_a_path(
+    client: AsyncTestClient[Litestar], admin_headers: dict[str, str]
+) -> None:
+    response = await client.options("/api/v1/memories", headers=admin_headers)
+    assert response.status_code == 204
+    assert response.headers["allow"] == "GET, OPTIONS, POST"
+    response = await client.options(
+        "/api/v1/admin/apps/00000000-0000-0000-0000-000000000000", headers=admin_headers
+    )
+    assert response.headers["allow"] == "DELETE, GET, OPTIONS, PATCH"
