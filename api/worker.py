@@ -52,9 +52,13 @@ def embedding_sweeper(serving: Any, outage: Outage) -> Sweeper:
     """Embed standards and topics that still lack an embedding, whenever serving is up; while it is not,
     `outage` logs once and counts what waits (instead of a warning every sweep)."""
 
+    def progress(done: int, total: int) -> None:
+        if outage.active:  # the first batch went through: say so now, not after the whole backlog
+            outage.up(done=done, waiting=total - done)
+
     async def sweep(sessions: async_sessionmaker[AsyncSession]) -> int:
         try:
-            done = await embed_missing(sessions, serving)
+            done = await embed_missing(sessions, serving, progress)
             if outage.active and done == 0:
                 await serving.models()  # nothing to embed here: is serving back for the memories' jobs?
         except UpstreamUnavailable as error:
