@@ -357,6 +357,10 @@ def main() -> None:
         asyncio.run(run(args))
     finally:
         ray.shutdown()
+        if args.haproxy:
+            from serving.local import stop_haproxy
+
+            stop_haproxy(temp_dir)  # it outlives Ray (a session of its own)
         shutil.rmtree(temp_dir, ignore_errors=True)
     print("\n| section | measurement | result |\n|---|---|---|")
     for section, what, value in ROWS:

@@ -96,17 +96,24 @@ SERVE_ENVIRONMENT = {
     "OMP_WAIT_POLICY": "PASSIVE",  # no OpenMP spin-waiting on an idle replica
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # gRPC between deployments, user code on the replica's loop
+    # The controller's loop (0.1 s by default) was a third of the idle tier's CPU; one node needs no haste.
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "30",
     **_QUICK_DRAIN,
 }
 HAPROXY_ENV = "SETU_SERVING_HAPROXY"
 
 
+def haproxy_dir(temp_dir: Path) -> Path:
+    """Short: Ray nests a 56-character hash in it and HAProxy allows 97 for its admin socket."""
+    digest = hashlib.sha256(str(temp_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"setu-hap-{digest}"
+
+
 def haproxy_environment(temp_dir: Path) -> dict[str, str]:
     """Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY) with its files and ports private to this Ray
-    (Ray's defaults are /tmp/haproxy-serve and ports 8404/9101, shared by every Ray on the machine). The
-    directory is short: Ray nests a 56-character hash in it and HAProxy allows 97 for its admin socket."""
-    digest = hashlib.sha256(str(temp_dir).encode()).hexdigest()[:10]
-    directory = Path(tempfile.gettempdir()) / f"setu-hap-{digest}"
+    (Ray's defaults are /tmp/haproxy-serve and ports 8404/9101, shared by every Ray on the machine)."""
+    directory = haproxy_dir(temp_dir)
     directory.mkdir(parents=True, exist_ok=True)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -258,8 +265,36 @@ def stop_head(state_dir: Path, *, timeout_s: float = 15) -> bool:
     if _ours(state):
         os.killpg(state.pid, signal.SIGKILL)
         _reap(state.pid)
+    stop_haproxy(Path(state.temp_dir))
     _state_file(state_dir).unlink(missing_ok=True)
     return True
+
+
+def stop_haproxy(temp_dir: Path, *, timeout_s: float = 5) -> int:
+    """Stop the HAProxy of the Ray whose temp dir is `temp_dir`: Ray starts it in a session of its own, so it
+    outlives `ray start`'s process group (seen: orphans holding the Serve port). Found by its config path
+    (ours alone), stopped by PID; returns how many ran."""
+    directory = str(haproxy_dir(temp_dir))
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if directory in cmdline and "haproxy" in cmdline:
+                pids.append(int(entry.name))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(directory, ignore_errors=True)
+    return len(pids)
 
 
 def _reap(pid: int) -> None:

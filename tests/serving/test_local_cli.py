@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.local import haproxy_dir
 from tests.utils.servers import free_port
 
 SETU = str(Path(sys.executable).with_name("setu"))
@@ -92,6 +93,7 @@ def test_serving_up_status_down(tmp_path: Path) -> None:
         )
         assert translated.status_code == 503
         assert processes_under(ray_dir)
+        assert processes_under(haproxy_dir(ray_dir))  # the HAProxy ingress (SETU_SERVING_HAPROXY, default on)
         token = data_dir / "serving" / "ray-auth-token"
         assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
@@ -99,5 +101,6 @@ def test_serving_up_status_down(tmp_path: Path) -> None:
         down = setu("down")
     assert down.returncode == 0 and "stopped" in down.stdout
     assert ray_dir is not None and processes_under(ray_dir) == []
+    assert processes_under(haproxy_dir(ray_dir)) == []  # Serve's HAProxy runs in a session of its own
     assert "No local Ray" in setu("down").stdout
     assert sorted(str(path.relative_to(home)) for path in home.rglob("*")) == []  # no ~/.ray, nothing
