@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -311,6 +312,75 @@ def tune(
     return results
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def old_search() -> Callable[..., Any]:
+    """`search_standards` as it was before this ranking (commit 722cf14), for before/after costs."""
+    import types
+
+    source = subprocess.run(
+        ["git", "show", "722cf14:api/curriculum/services.py"], capture_output=True, text=True, check=True
+    ).stdout
+    module = sys.modules["old_services"] = types.ModuleType("old_services")
+    exec(compile(source, "old_services.py", "exec"), module.__dict__)  # noqa: S102 (our own history)
+    return module.search_standards  # type: ignore[no-any-return]
+
+
+async def costs(url: str, embedder: CachingEmbedder, rounds: int) -> None:
+    """Per search: wall time, this process's CPU and the PostgreSQL backend's CPU (one pooled connection)."""
+    import time
+
+    engine = create_async_engine(Settings(DATABASE_URL=url).async_database_url, pool_size=1, max_overflow=0)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with engine.connect() as connection:
+        backend = int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+    queries = [q for q, _, _ in TEACHER_QUERIES[:50]]
+    vectors = await embedder.embed(queries)
+    classes = [sorted(codes)[0] for _, _, codes in TEACHER_QUERIES[:50]]
+    code_class = await class_of(sessions)
+    before = old_search()
+    print(
+        f"\nCost per search ({rounds} x {len(queries)} queries, one connection, vectors cached); uptime load "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    print(f"{'search':<44}{'wall ms':>9}{'API CPU ms':>12}{'PG CPU ms':>11}")
+    for name, search, use_engine in (
+        ("before (722cf14, ORM session)", before, False),
+        ("now, ORM session", services.search_standards, False),
+        ("now, engine (autocommit, the API's path)", services.search_standards, True),
+    ):
+        for with_class in (False, True):
+
+            async def one(
+                i: int,
+                search: Callable[..., Any] = search,
+                use_engine: bool = use_engine,
+                with_class: bool = with_class,
+            ) -> None:
+                filters = services.StandardFilters(class_level=code_class[classes[i]] if with_class else None)
+                if use_engine:
+                    await search(engine, filters, queries[i], vectors[i], cursor=None, limit=10)
+                else:
+                    async with sessions() as session:
+                        await search(session, filters, queries[i], vectors[i], cursor=None, limit=10)
+
+            for i in range(len(queries)):  # warm: statement caches, plans
+                await one(i)
+            n = rounds * len(queries)
+            wall, cpu, pg = time.perf_counter(), time.process_time(), _proc_cpu_seconds(backend)
+            for _ in range(rounds):
+                for i in range(len(queries)):
+                    await one(i)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            pg = _proc_cpu_seconds(backend) - pg
+            label = f"{name}, {'class filter' if with_class else 'no filter'}"
+            print(f"{label:<44}{wall / n * 1000:>9.2f}{cpu / n * 1000:>12.2f}{pg / n * 1000:>11.2f}")
+    await engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -319,6 +389,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--skip-shipped", action="store_true", help="only the tuning grid")
     parser.add_argument("--text-only", action="store_true", help="tune the fallback without vectors")
+    parser.add_argument("--cost", type=int, default=0, metavar="ROUNDS", help="time ROUNDS x 50 searches")
     parser.add_argument("--before", action="store_true", help="also score chapter vectors without topics")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/setu-search-quality-embeddings.pkl"))  # noqa: S108
     args = parser.parse_args()
@@ -373,6 +444,8 @@ async def run(url: str, args: argparse.Namespace) -> None:
                 print(f"-- {label}")
                 print(describe(cfg, tune_one(sig, queries, tuning, cfg), sig, queries, held, legacy))
         await engine.dispose()
+        if args.cost:
+            await costs(url, embedder, args.cost)
 
 
 def _cfg(

@@ -257,7 +257,7 @@ W_TEXT_ONLY_TOPIC = 1.0
 W_TEXT_ONLY_STANDARD = 0.5
 
 _FILTERED = """
-    SELECT s.id, s.code, s.embedding, s.search_text, s.topics_source IS NOT NULL AS has_topics
+    SELECT s.id, s.code, s.topics_source IS NOT NULL AS has_topics
     FROM curriculum_standards s
     JOIN curriculum_subjects subj ON subj.id = s.subject_id
     JOIN curriculum_boards b ON b.id = s.board_id
@@ -272,16 +272,16 @@ _FILTERED = """
 _TSQUERY = "to_tsquery('english', replace(plainto_tsquery('english', CAST(:q AS text))::text, ' & ', ' | '))"
 _OWN_TEXT = """
         UNION ALL
-        SELECT f.id, f.code, ts_rank_cd(f.search_text, tq.q) FROM f, tq
-        WHERE NOT f.has_topics AND f.search_text @@ tq.q"""
-_OWN_VECTOR = """
-            UNION ALL
-            SELECT id, code, d FROM fd WHERE NOT has_topics AND d IS NOT NULL"""
+        SELECT f.id, f.code, ts_rank_cd(s.search_text, tq.q)
+        FROM curriculum_standards s JOIN f ON f.id = s.id, tq
+        WHERE NOT f.has_topics AND s.search_text @@ tq.q"""
+_OWN_VECTOR = "OR position = -2"  # loader.OWN_ONLY_ROW: the own row of a standard without topics
 _TOPIC_TEXT = f"""
     tq AS (SELECT {_TSQUERY} AS q),
     tx AS (
         SELECT t.standard_id AS id, f.code, ts_rank_cd(t.search_text, tq.q) AS x
-        FROM curriculum_topics t JOIN f ON f.id = t.standard_id, tq WHERE t.search_text @@ tq.q
+        FROM curriculum_topics t JOIN f ON f.id = t.standard_id, tq
+        WHERE t.search_text @@ tq.q AND t.position >= 0
         {_OWN_TEXT if OWN_TEXT_AS_TOPIC else ""}
     ),
     tt AS (
@@ -299,34 +299,41 @@ _DETAILS = """
     ORDER BY fused.score DESC, s.code
 """
 _NEAREST_TOPIC = """(
-        SELECT t.topic FROM curriculum_topics t, qv WHERE t.standard_id = s.id AND t.embedding IS NOT NULL
+        SELECT t.topic FROM curriculum_topics t, qv
+        WHERE t.standard_id = s.id AND t.position >= 0 AND t.embedding IS NOT NULL
         ORDER BY t.embedding <#> qv.v LIMIT 1)"""
 _BEST_TEXT_TOPIC = """(
-        SELECT t.topic FROM curriculum_topics t, tq WHERE t.standard_id = s.id AND t.search_text @@ tq.q
+        SELECT t.topic FROM curriculum_topics t, tq
+        WHERE t.standard_id = s.id AND t.position >= 0 AND t.search_text @@ tq.q
         ORDER BY ts_rank_cd(t.search_text, tq.q) DESC, t.position LIMIT 1)"""
 
 # One statement, one round trip, the same text every call (SQLAlchemy compiles it once, asyncpg prepares it
 # once per connection); the query vector travels as a binary float4[] parameter, not 384 numbers as text.
-# Inner product (<#>) orders like cosine here, every stored and query vector being unit length.
+# Every vector comes from curriculum_topics (each standard's own row has position -1 or -2, see
+# loader.OWN_ROW), filtered on the rows' own columns, one distance per row, computed once.
+# Inner product (<#>) orders like cosine: all vectors are unit length.
 _HYBRID_SEARCH = text(
     f"""
     WITH qv AS (SELECT CAST(CAST(:v AS real[]) AS vector) AS v),
-    f AS MATERIALIZED ({_FILTERED}),
-    fd AS MATERIALIZED (SELECT f.id, f.code, f.has_topics, f.embedding <#> qv.v AS d FROM f, qv),
-    vs AS (
-        SELECT id, row_number() OVER (ORDER BY d, code) AS r FROM fd WHERE d IS NOT NULL
-        ORDER BY r LIMIT {CANDIDATES}
+    f AS ({_FILTERED}),
+    scope AS MATERIALIZED (
+        SELECT t.standard_id AS id, t.position, t.embedding <#> qv.v AS d
+        FROM curriculum_topics t, qv
+        WHERE t.embedding IS NOT NULL
+          AND (CAST(:class_level AS integer) IS NULL OR t.class_level = CAST(:class_level AS integer))
+          AND (NOT CAST(:narrow AS boolean) OR t.standard_id IN (SELECT id FROM f))
     ),
-    td AS (
-        SELECT * FROM (
-            SELECT t.standard_id AS id, f.code, t.embedding <#> qv.v AS d
-            FROM curriculum_topics t JOIN f ON f.id = t.standard_id, qv WHERE t.embedding IS NOT NULL
-            {_OWN_VECTOR if OWN_VECTOR_AS_TOPIC else ""}
-        ) AS rows ORDER BY d LIMIT {TOPIC_ROWS}
+    vs AS (
+        SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (
+            SELECT id, d FROM scope WHERE position < 0 ORDER BY d LIMIT {CANDIDATES}
+        ) AS nearest
     ),
     vt AS (
-        SELECT id, row_number() OVER (ORDER BY min(d), code) AS r FROM td GROUP BY id, code
-        ORDER BY r LIMIT {CANDIDATES}
+        SELECT id, row_number() OVER (ORDER BY min(d), id) AS r FROM (
+            SELECT id, d FROM scope WHERE position >= 0 {_OWN_VECTOR if OWN_VECTOR_AS_TOPIC else ""}
+            ORDER BY d LIMIT {TOPIC_ROWS}
+        ) AS nearest
+        GROUP BY id ORDER BY r LIMIT {CANDIDATES}
     ),
     {_TOPIC_TEXT},
     fused AS (
@@ -345,8 +352,9 @@ _TEXT_SEARCH = text(
     WITH f AS MATERIALIZED ({_FILTERED}),
     {_TOPIC_TEXT},
     ts AS (
-        SELECT f.id, row_number() OVER (ORDER BY ts_rank_cd(f.search_text, tq.q) DESC, f.code) AS r
-        FROM f, tq WHERE f.search_text @@ tq.q ORDER BY r LIMIT {CANDIDATES}
+        SELECT f.id, row_number() OVER (ORDER BY ts_rank_cd(s.search_text, tq.q) DESC, f.code) AS r
+        FROM curriculum_standards s JOIN f ON f.id = s.id, tq
+        WHERE s.search_text @@ tq.q ORDER BY r LIMIT {CANDIDATES}
     ),
     fused AS (
         SELECT id, sum(w / ({TEXT_ONLY_K} + r)) AS score FROM (
@@ -394,6 +402,9 @@ async def search_standards(
             raise InvalidInput("cursor belongs to a different search; start again without it")
         offset = payload["o"]
     params = {**_search_params(filters), "q": q, "offset": offset, "limit": limit + 1}
+    params["narrow"] = any(
+        params[k] is not None for k in ("board", "subject", "kind", "chapter_number", "chapter")
+    )
     if query_vector is not None:
         statement, top = _HYBRID_SEARCH, _HYBRID_TOP
         params["v"] = query_vector if isinstance(query_vector, list) else list(query_vector)

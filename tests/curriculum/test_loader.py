@@ -46,11 +46,13 @@ async def test_chapter_topics_are_loaded_with_their_chapter_and_source(
                 select(Topic.topic, Topic.source, Topic.class_level)
                 .join(Standard, Topic.standard_id == Standard.id)
                 .where(Standard.code == "jemh109")
+                .order_by(Topic.position)
             )
         ).all()
         chapter = (await session.execute(select(Standard).where(Standard.code == "jess203"))).scalar_one()
     assert [(r.topic, r.source, r.class_level) for r in rows] == [
-        ("Heights and Distances", "ai_chatbot_ncert_text", 10)
+        ("Some Applications of Trigonometry", "self", 10),  # its own row (OWN_ROW, position -1) for search
+        ("Heights and Distances", "ai_chatbot_ncert_text", 10),
     ]
     assert "Self-Help Groups for the Poor" in chapter.topics
     assert chapter.topics_source == "ncert_main"
