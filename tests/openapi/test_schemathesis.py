@@ -203,7 +203,9 @@ def run_schemathesis(
         HOOKS.format(destructive=sorted(DESTRUCTIVE), protected=sorted(target.protected))
     )
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "setu_fuzz_hooks", "PYTHONPATH": str(workdir)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, env=env)
+    result = subprocess.run(  # in workdir: st keeps a cache folder where it runs
+        command, capture_output=True, text=True, timeout=900, check=False, env=env, cwd=workdir
+    )
     (workdir / "output.txt").write_text(result.stdout + result.stderr)
     if os.environ.get("SETU_SCHEMATHESIS_OUTPUT"):
         Path(os.environ["SETU_SCHEMATHESIS_OUTPUT"]).write_text(result.stdout + result.stderr)
