@@ -388,15 +388,10 @@ def bench_peer(venv: Path, connections: int, seconds: float) -> Result:
 
 
 def _prepare(stack: Any) -> Any:
-    """One user's test data: through the HTTP API as the stack's admin (loadtests.setup's new form), or
-    through the services (its earlier, coroutine form), whichever this checkout has."""
-    import inspect
-
+    """One user's test data, through the HTTP API as the stack's admin (`loadtests.setup`)."""
     from loadtests.setup import prepare
 
-    if inspect.iscoroutinefunction(prepare):
-        return asyncio.run(prepare(stack.settings, 1))
-    return prepare(stack.api_url, stack.admin, 1)  # type: ignore[call-arg,unused-ignore]
+    return prepare(stack.api_url, stack.admin, 1)
 
 
 def bench_local_stack(
