@@ -103,6 +103,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
         serving = app.state.serving = ServingClient.from_settings(self.settings)
         app.state.readiness_checks = [database_check(engine), redis_check(redis), *serving_checks(serving)]
         oauth = app.state.oauth = build_runtime(self.settings, self.db_config.create_session_maker(), redis)
+        await oauth.prepare()  # the first signing key, so the JWKS lists it before any token
         curriculum_cache = app.state.curriculum_cache = CurriculumCache(
             engine,
             self.db_config.create_session_maker(),
