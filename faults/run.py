@@ -54,9 +54,12 @@ TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 @dataclass
 class Answer:
     at: float
+    """When the request was sent."""
     operation: str
     status: str
     """The HTTP status, or `timeout` / `connection` when no answer came."""
+    done: float = 0.0
+    """When its answer (or the error) came."""
 
 
 @dataclass
@@ -115,7 +118,7 @@ class Load:
                 response, status = None, "timeout"
             except httpx.TransportError:
                 response, status = None, "connection"
-            self.answers.append(Answer(started, operation, status))
+            self.answers.append(Answer(started, operation, status, time.monotonic()))
             if response is not None and operation == "createMemory" and response.status_code == 202:
                 body = response.json()
                 self.accepted.append(Accepted(started, body["id"], body.get("job_id"), user))
@@ -350,7 +353,7 @@ def access_token(http: httpx.Client, client_id: str, client_secret: str, refresh
 def summarize(load: Load, result: FaultResult) -> None:
     window = [a for a in load.answers if result.injected <= a.at <= result.ended]
     result.statuses = dict(sorted(Counter(a.status for a in window).items()))
-    failed = [a.at for a in window if not a.status.startswith("2")]
+    failed = [max(a.done, a.at) for a in window if not a.status.startswith("2")]
     if failed and not result.recovery_s:  # from the fault to the last answer that was not a 2xx
         result.recovery_s = max(failed) - result.injected
     result.accepted = sum(1 for m in load.accepted if result.injected <= m.at <= result.ended)

@@ -22,7 +22,7 @@ def test_recovery_runs_from_the_fault_to_the_last_failed_request_of_its_window()
         Answer(9.0, "getStandard", "200"),  # before the fault: not counted
         Answer(10.5, "getStandard", "503"),
         Answer(12.0, "createMemory", "connection"),
-        Answer(13.4, "getStandard", "503"),
+        Answer(13.2, "getStandard", "503", done=13.4),  # recovery counts until the answer came
         Answer(15.0, "getStandard", "200"),
     ]
     load = _load(answers, [Accepted(11.0, "m1", "j1", 0), Accepted(30.0, "m2", None, 0)])
