@@ -6,6 +6,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.curriculum.loader import LoadReport
+from tests.utils.embedder import LocalEmbedder
 from tests.utils.oauth import issue_test_token
 
 Client = AsyncTestClient[Litestar]
@@ -127,3 +128,25 @@ async def test_the_largest_page_stays_far_below_the_gpt_actions_limit(
     assert response.status_code == 200
     assert len(response.json()["items"]) == 50
     assert len(response.text) < 100_000 / 4
+
+
+async def test_a_search_embeds_an_unseen_query_once_and_says_which_topic_matched(
+    client: Client, app: Litestar, teacher_headers: dict[str, str], curriculum: LoadReport
+) -> None:
+    embedder = LocalEmbedder()
+    serving, app.state.serving = app.state.serving, embedder
+    try:
+        params = {"q": "finding the height of a tower from the angle of elevation", "limit": 3}
+        first = await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)
+        again = await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)
+    finally:
+        app.state.serving = serving
+    assert first.status_code == again.status_code == 200
+    assert embedder.calls == 1  # the second search takes the cached embedding
+    body = first.json()
+    assert body["search_mode"] == "hybrid"
+    assert (body["items"][0]["code"], body["items"][0]["matched_topic"]) == (
+        "jemh109",
+        "Heights and Distances",
+    )
+    assert again.json()["items"] == body["items"]
