@@ -303,16 +303,16 @@ class Parts:
         """PIDs per part, for RSS."""
         roots = self.stack.process_roots()
         parts: dict[str, list[int]] = {}
-        api = roots.get("api")
-        if api:
-            skip = {roots.get("valkey"), roots.get("postgres")}
+        api, head = roots.get("api"), self.ray_head()
+        if api:  # `setu up`'s tree holds PostgreSQL, Valkey and Ray too: each is counted on its own below
+            others = [root for root in (roots.get("valkey"), self.postgres_pid(), head) if root]
+            skip = {*others, *(pid for root in others for pid in descendants(root))}
             parts["api (setu up + uvicorn)"] = [api] + [p for p in descendants(api) if p not in skip]
         parts["postgres"] = [self.postgres_pid(), *descendants(self.postgres_pid())]
         if self.valkey_pid:
             parts["valkey"] = [self.valkey_pid]
         if self.worker is not None:
             parts["setu worker"] = [self.worker.pid]
-        head = self.ray_head()
         if head:
             for pid in [head, *descendants(head)]:
                 title = (cmdline(pid) or ["?"])[0].split("/")[-1][:48]
