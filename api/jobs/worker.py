@@ -49,6 +49,8 @@ class JobContext:
 
 Handler = Callable[[JobContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 Sweeper = Callable[[async_sessionmaker[AsyncSession]], Awaitable[int]]
+ClaimedJob = tuple[uuid.UUID, str, dict[str, Any], int, int]
+"""id, kind, payload, attempt, max attempts"""
 
 
 class PermanentJobError(Exception):
@@ -71,12 +73,15 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim and run one batch of due jobs; return how many ran."""
-        async with self.sessions() as session, session.begin():
-            claimed = await services.claim(
-                session, limit=self.concurrency, lease_seconds=self.lease_seconds, kinds=list(self.handlers)
-            )
+        claimed = await self._claim(self.concurrency)
         await asyncio.gather(*(self._run(*job) for job in claimed))
         return len(claimed)
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        async with self.sessions() as session, session.begin():
+            return await services.claim(
+                session, limit=limit, lease_seconds=self.lease_seconds, kinds=list(self.handlers)
+            )
 
     async def _run(
         self, job_id: uuid.UUID, kind: str, payload: dict[str, Any], attempt: int, max_attempts: int
@@ -131,17 +136,45 @@ class Worker:
             BACKLOG.labels(kind, status).set(count)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until `stop` is set; a failing database only pauses the loop."""
-        next_sweep = 0.0
+        """Work until `stop` is set, then finish the jobs in hand; a failing database only pauses the loop.
+
+        Up to `concurrency` jobs run at once and a free slot is filled as soon as one finishes (not when a
+        whole batch has), so calls to the ML tier overlap and coalesce. Sweeps run beside the jobs: embedding
+        a large curriculum backlog does not hold up the memories a GPT just stored."""
+        sweeping = asyncio.create_task(self._sweep_until(stop), name="setu-worker-sweeps")
+        running: set[asyncio.Task[Any]] = set()
+        stopping: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(running)
+                claimed: list[ClaimedJob] = []
+                if free > 0:
+                    try:
+                        claimed = await self._claim(free)
+                    except Exception as error:
+                        log.error("worker loop error", error=f"{type(error).__name__}: {error}")
+                for job in claimed:
+                    task = asyncio.create_task(self._run(*job))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if free > 0 and len(claimed) == free:
+                    continue  # the queue may hold more: claim again once a slot is free
+                if len(running) >= self.concurrency:
+                    await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
+                else:  # the queue is empty (or the database is away): poll again shortly
+                    await asyncio.wait({stopping}, timeout=self.poll_seconds)
+        finally:
+            stopping.cancel()
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _sweep_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            ran = 0
             try:
-                if time.monotonic() >= next_sweep:
-                    await self.sweep()
-                    next_sweep = time.monotonic() + self.sweep_seconds
-                ran = await self.run_once()
+                await self.sweep()
             except Exception as error:
-                log.error("worker loop error", error=f"{type(error).__name__}: {error}")
-            if ran == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_seconds)
+                log.error("worker sweep error", error=f"{type(error).__name__}: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.sweep_seconds)

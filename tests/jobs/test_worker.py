@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,3 +142,71 @@ async def test_a_job_is_only_visible_to_the_app_and_user_that_started_it(
 
 async def _noop(context: JobContext, payload: dict[str, Any]) -> None:
     return None
+
+
+async def _until(predicate: Any, seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_slow_job_does_not_hold_up_the_next_ones(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A free slot is filled as soon as a job finishes: with two slots, one stuck job leaves the other
+    slot working through the queue (a batch-at-a-time worker would wait for the stuck job)."""
+    release = asyncio.Event()
+
+    async def slow(context: JobContext, payload: dict[str, Any]) -> None:
+        await release.wait()
+
+    async def quick(context: JobContext, payload: dict[str, Any]) -> None:
+        return None
+
+    stuck = await _enqueue(sessions, "slow")
+    quick_ids = [await _enqueue(sessions, "quick", n=n) for n in range(5)]
+    worker = Worker(sessions=sessions, handlers={"slow": slow, "quick": quick}, services={}, concurrency=2)
+    worker.poll_seconds = 0.05
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+
+        async def quick_done() -> bool:
+            return all([(await _job(sessions, job_id)).status == "succeeded" for job_id in quick_ids])
+
+        await _until(quick_done)
+        assert (await _job(sessions, stuck)).status == "running"
+        release.set()
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert (await _job(sessions, stuck)).status == "succeeded", "stopping waits for the jobs in hand"
+
+
+async def test_sweeps_run_beside_the_jobs(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A long sweep (embedding a curriculum backlog) does not hold up the jobs a GPT just queued."""
+    sweep_started, release = asyncio.Event(), asyncio.Event()
+
+    async def long_sweep(_sessions: async_sessionmaker[AsyncSession]) -> int:
+        sweep_started.set()
+        await release.wait()
+        return 0
+
+    async def quick(context: JobContext, payload: dict[str, Any]) -> None:
+        return None
+
+    worker = Worker(sessions=sessions, handlers={"quick": quick}, services={}, sweepers=(long_sweep,))
+    worker.poll_seconds = 0.05
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(sweep_started.wait(), 10)
+        job_id = await _enqueue(sessions, "quick")
+
+        async def done() -> bool:
+            return (await _job(sessions, job_id)).status == "succeeded"
+
+        await _until(done)
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)
