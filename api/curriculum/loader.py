@@ -235,8 +235,9 @@ async def load_curriculum(
             embedded = await embed_missing(sessions, embedder, progress)
         except UpstreamUnavailable as error:  # the worker's sweeper embeds the rest once serving is up
             log.warning("curriculum loaded without embeddings", reason=error.detail)
-    if changed or topics_changed or embedded:
-        await tidy_search_indexes(sessions)
+    await tidy_search_indexes(
+        sessions
+    )  # cheap (two small tables), and a reload may follow a sweeper's writes
     async with sessions() as session:
         missing = await session.scalar(select(func.count()).where(Standard.embedding.is_(None))) or 0
         missing += await session.scalar(select(func.count()).where(Topic.embedding.is_(None))) or 0
@@ -477,7 +478,7 @@ async def embed_missing(
         if progress is not None:
             progress(done, len(todo))
     async with sessions() as session, session.begin():  # own rows take their standard's vector
-        await session.execute(
+        copied = await session.execute(
             update(Topic)
             .where(
                 Topic.standard_id == Standard.id,
@@ -487,6 +488,8 @@ async def embed_missing(
             )
             .values(embedding=Standard.embedding)
         )
+    if done or copied.rowcount:  # type: ignore[attr-defined]
+        await tidy_search_indexes(sessions)  # updated rows' full-text entries wait in the GIN pending list
     return done
 
 
@@ -525,12 +528,10 @@ def embedding_sweeper(embedder: Embedder) -> Callable[[async_sessionmaker[AsyncS
 
     async def sweep(sessions: async_sessionmaker[AsyncSession]) -> int:
         try:
-            done = await embed_missing(sessions, embedder)
+            done = await embed_missing(sessions, embedder)  # tidies the search indexes when it wrote
         except UpstreamUnavailable as error:
             log.warning("standards still without embeddings; retrying at the next sweep", reason=error.detail)
             return 0
-        if done:
-            await tidy_search_indexes(sessions)
         return done
 
     return sweep
