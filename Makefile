@@ -86,9 +86,9 @@ loadtest: $(DEV_STAMP)
 ## and worker SIGKILL): fails on a 5xx other than 503 or a lost memory; see docs/operations.md (~6 min)
 .PHONY: faults soak
 faults: $(DEV_STAMP)
-	$(BIN)/python -m faults.run $(FAULTS_ARGS)
+	$(BIN)/python -m loadtests.faults $(FAULTS_ARGS)
 
 ## soak: the same load for SOAK_SECONDS without faults; RSS per process (warm-up vs end) and errors
 SOAK_SECONDS ?= 600
 soak: $(DEV_STAMP)
-	$(BIN)/python -m faults.run --soak $(SOAK_SECONDS) --rate 2 --write-rate 1 $(FAULTS_ARGS)
+	$(BIN)/python -m loadtests.faults --soak $(SOAK_SECONDS) --rate 2 --write-rate 1 $(FAULTS_ARGS)

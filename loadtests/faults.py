@@ -507,7 +507,7 @@ async def drive(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faults.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--soak", type=float, default=0, help="seconds of load without faults (RSS, errors)")
     parser.add_argument("--rate", type=float, default=4.0, help="reads and searches per second (each loop)")
     parser.add_argument("--write-rate", type=float, default=2.0, help="memories per second per writing user")

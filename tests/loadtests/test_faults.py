@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from faults.run import Accepted, Answer, FaultResult, Load, bad_answers, render, summarize
+from loadtests.faults import Accepted, Answer, FaultResult, Load, bad_answers, render, summarize
 
 
 def _load(answers: list[Answer], accepted: list[Accepted]) -> Load:
