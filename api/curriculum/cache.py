@@ -1,5 +1,5 @@
-"""The curriculum reads GPTs make most (getStandard, listBoards/Classes/Subjects/Chapters), answered from
-memory with their JSON already encoded.
+"""The curriculum reads GPTs make most (getStandard, listBoards/Classes/Subjects/Chapters, and searches
+answered with semantic ranking), answered from memory with their JSON already encoded.
 
 Curriculum data is reference data: it changes only when `setu curriculum load` (or a migration) writes it.
 Every write to a `curriculum_*` table bumps `curriculum_version.version` (statement triggers, migration
@@ -36,8 +36,10 @@ CACHE_LOOKUPS = Counter(
 _HIT = CACHE_LOOKUPS.labels("hit")
 _MISS = CACHE_LOOKUPS.labels("miss")
 
-MAX_ENTRIES = 20_000
-"""Keys include caller input (a standard code), so the cache is bounded; past this it starts afresh."""
+MAX_BYTES = 64 * 1024 * 1024
+"""Keys include caller input (a code, a query), so the cache is bounded by the size of what it holds;
+past this it starts afresh."""
+_NOT_FOUND_BYTES = 256
 _VERSION = text("SELECT version FROM curriculum_version")
 _encoder = msgspec.json.Encoder()
 
@@ -57,6 +59,7 @@ class CurriculumCache:
         self.check_seconds = check_seconds
         self.enabled = check_seconds > 0
         self._answers: dict[Hashable, bytes | NotFound] = {}
+        self._bytes = 0
         self._generation = 0
         """Bumped on every clear: an answer computed across a clear is not stored (it may be stale)."""
         self.version: int | None = None
@@ -64,14 +67,22 @@ class CurriculumCache:
     def __len__(self) -> int:
         return len(self._answers)
 
-    async def answer(self, key: Hashable, produce: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def answer(
+        self,
+        key: Hashable,
+        produce: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        keep: Callable[[T], bool] | None = None,
+    ) -> T:
         """The encoded answer for `key`, computing it with `produce(session)` on a miss. NotFound answers
-        are remembered too. The result is the JSON body (bytes), typed as what it encodes, so a route can
-        return it under its schema's annotation (Litestar sends bytes as they are)."""
+        are remembered too; an answer for which `keep` says False is sent but not remembered (a search
+        ranked by text alone while the ML tier is away). The result is the JSON body (bytes), typed as
+        what it encodes, so a route can return it under its schema's annotation (Litestar sends bytes as
+        they are)."""
         found = self._answers.get(key)
         if found is None:
             _MISS.inc()
-            found = await self._compute(key, produce)
+            found = await self._compute(key, produce, keep)
         else:
             _HIT.inc()
         if isinstance(found, NotFound):
@@ -79,24 +90,36 @@ class CurriculumCache:
         return cast(T, found)
 
     async def _compute(
-        self, key: Hashable, produce: Callable[[AsyncSession], Awaitable[Any]]
+        self,
+        key: Hashable,
+        produce: Callable[[AsyncSession], Awaitable[Any]],
+        keep: Callable[[Any], bool] | None,
     ) -> bytes | NotFound:
         generation = self._generation
         result: bytes | NotFound
+        remember = True
         async with self._sessions() as session:
             try:
-                result = _encoder.encode(await produce(session))
+                value = await produce(session)
             except NotFound as error:
                 result = error
-        if self.enabled and generation == self._generation:
-            if len(self._answers) >= MAX_ENTRIES:
+            else:
+                result = _encoder.encode(value)
+                remember = keep is None or keep(value)
+        if remember and self.enabled and generation == self._generation:
+            size = _NOT_FOUND_BYTES if isinstance(result, NotFound) else len(result)
+            if self._bytes + size > MAX_BYTES:
                 self._answers.clear()
+                self._bytes = 0
+            if key not in self._answers:  # two callers may compute the same key at once
+                self._bytes += size
             self._answers[key] = result
         return result
 
     def clear(self) -> None:
         self._generation += 1
         self._answers.clear()
+        self._bytes = 0
 
     async def check(self) -> bool:
         """Read the curriculum version; empty the cache if it moved. True when it was emptied."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get
 from litestar.params import Parameter
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.curriculum import schemas, services
 from api.curriculum.cache import CurriculumCache
@@ -90,6 +90,7 @@ class CurriculumController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_engine: AsyncEngine,
+        curriculum_cache: CurriculumCache,
         redis: Redis,
         q: Annotated[
             str | None, Parameter(min_length=1, max_length=500, description="What to look for.")
@@ -113,13 +114,24 @@ class CurriculumController(Controller):
         )
         if not q or not q.strip():
             return await services.browse_standards(db_engine, filters, cursor=cursor, limit=limit)
-        vector: list[float] | None
-        try:
-            vector = await embed_query(q, request.app.state.serving, redis)
-        except UpstreamUnavailable:
-            vector = None  # full-text ranking still answers; the page says so
-        return await services.search_standards(
-            db_engine, filters, q.strip(), vector, cursor=cursor, limit=limit
+        query = q.strip()
+
+        async def search(_: AsyncSession) -> schemas.StandardPage:
+            vector: list[float] | None
+            try:
+                vector = await embed_query(query, request.app.state.serving, redis)
+            except UpstreamUnavailable:
+                vector = None  # full-text ranking still answers; the page says so
+            return await services.search_standards(
+                db_engine, filters, query, vector, cursor=cursor, limit=limit
+            )
+
+        # The same question over the same curriculum gets the same page: remembered until the curriculum
+        # changes, unless it was ranked by text alone (the ML tier away), which the next ask should redo.
+        return await curriculum_cache.answer(
+            ("searchStandards", query, filters, cursor, limit),
+            search,
+            keep=lambda page: page.search_mode == "hybrid",
         )
 
     @get(

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path(user_data_dir("shikshasetu", appauthor=False)))
     public_url: str | None = None
 
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_pool_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_size: int = Field(default=32, ge=1, le=200)
+    db_pool_overflow: int = Field(default=8, ge=0, le=200)
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     ready_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     curriculum_cache_seconds: float = Field(default=1.0, ge=0, le=3600)

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.curriculum.cache import CurriculumCache
 from api.curriculum.loader import LoadReport
+from api.curriculum.services import StandardFilters
+from tests.utils.embedder import LocalEmbedder
 
 Client = AsyncTestClient[Litestar]
 
@@ -70,3 +72,40 @@ async def test_unknown_codes_and_lists_are_answered_the_same_from_memory(
     assert first.status_code == second.status_code == 200
     assert first.content == second.content
     assert first.headers["content-type"] == "application/json"
+
+
+async def test_searches_ranked_by_meaning_are_remembered_until_the_curriculum_changes(
+    client: Client,
+    app: Litestar,
+    teacher_headers: dict[str, str],
+    curriculum: LoadReport,
+    db_engine: AsyncEngine,
+) -> None:
+    cache: CurriculumCache = app.state.curriculum_cache
+    params = {"q": "evaporation, condensation and the water cycle", "limit": 3}
+    key = ("searchStandards", params["q"], StandardFilters(), None, 3)
+
+    # The ML tier is away (the session's app has none): ranked by text, answered, not remembered.
+    text_only = await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)
+    assert text_only.status_code == 200 and text_only.json()["search_mode"] == "text"
+    assert key not in cache._answers
+
+    serving = app.state.serving
+    try:
+        app.state.serving = first_embedder = LocalEmbedder()
+        first = await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)
+        assert first.json()["search_mode"] == "hybrid" and first_embedder.calls == 1
+        assert key in cache._answers
+        app.state.serving = second_embedder = LocalEmbedder()
+        again = await client.get("/api/v1/curriculum/standards", params=params, headers=teacher_headers)
+        assert again.content == first.content and second_embedder.calls == 0  # from memory, no ML call
+    finally:
+        app.state.serving = serving
+
+    async with db_engine.begin() as connection:  # any write to a curriculum table bumps its version
+        await connection.execute(text("UPDATE curriculum_standards SET text = text WHERE code = 'M707'"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cache.check_seconds + 1.5
+    while key in cache._answers:
+        assert loop.time() < deadline, "the search answer outlived a curriculum change"
+        await asyncio.sleep(0.05)
