@@ -7,7 +7,7 @@ import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,7 +220,7 @@ async def load_curriculum(
 
     A standard whose text changed loses its embedding and is embedded again; unchanged rows are untouched.
     Without an embedder, or with serving down, the text is loaded and the embeddings are left to
-    `embedding_sweeper` (run by the job worker) or the next load.
+    the job worker's embedding sweeper (`api.worker.embedding_sweeper`) or the next load.
     """
     seed = read_seed(path)
     async with sessions() as session, session.begin():
@@ -521,17 +521,3 @@ def embedding_text(kind: str, text: str, keywords: str | None, topics: Iterable[
 def topic_embedding_text(topic: str, chapter_title: str) -> str:
     """What gets embedded for a topic: the topic as printed with its chapter's title."""
     return f"{topic} ({chapter_title})"
-
-
-def embedding_sweeper(embedder: Embedder) -> Callable[[async_sessionmaker[AsyncSession]], Awaitable[int]]:
-    """A job-worker sweeper: embed standards that still lack an embedding, whenever serving is up."""
-
-    async def sweep(sessions: async_sessionmaker[AsyncSession]) -> int:
-        try:
-            done = await embed_missing(sessions, embedder)  # tidies the search indexes when it wrote
-        except UpstreamUnavailable as error:
-            log.warning("standards still without embeddings; retrying at the next sweep", reason=error.detail)
-            return 0
-        return done
-
-    return sweep
