@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     """Prometheus export port of that local Ray (`ray_serve_*`, `ray_setu_ml_*`)."""
 
     worker_embedded: bool = True
-    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    worker_concurrency: int = Field(default=16, ge=1, le=64)
     job_lease_seconds: float = Field(default=120.0, ge=1, le=3600)
     memory_max_chars: int = Field(default=8000, ge=100, le=100_000)
     memory_max_per_user: int = Field(default=1000, ge=1, le=1_000_000)
