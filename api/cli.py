@@ -65,6 +65,7 @@ def up_command() -> None:
         workers=settings.workers,
         log_config=None,
         access_log=False,
+        server_header=False,  # no `server: uvicorn` on every answer
         timeout_graceful_shutdown=10,
     )
 

@@ -24,6 +24,7 @@ from api.apps.controllers import AdminAppController
 from api.content.controllers import ContentController
 from api.curriculum.cache import CurriculumCache
 from api.curriculum.controllers import CurriculumController
+from api.curriculum.edge import CurriculumEdge
 from api.jobs.controllers import JobController
 from api.lib.cleantext import CleanTextMiddleware
 from api.lib.db import database_exception_handlers, refuse_closed_connections
@@ -109,6 +110,9 @@ class ShikshaSetuPlugin(InitPluginProtocol):
             self.db_config.create_session_maker(),
             check_seconds=self.settings.curriculum_cache_seconds,
         )
+        # Remembered curriculum answers are sent before routing (same checks, audit and metrics).
+        handler = app.asgi_handler
+        app.asgi_handler = CurriculumEdge(handler, curriculum_cache, oauth)
         background = [
             asyncio.create_task(curriculum_cache.watch()),
             asyncio.create_task(oauth.audit.run()),
@@ -132,6 +136,7 @@ class ShikshaSetuPlugin(InitPluginProtocol):
             else:
                 yield
         finally:
+            app.asgi_handler = handler
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

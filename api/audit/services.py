@@ -9,8 +9,7 @@ import contextlib
 import datetime
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -35,8 +34,17 @@ AUDIT_BUFFER = Gauge(
 )
 
 
-@dataclass(slots=True)
-class AuditRecord:
+_MARK_USED = """
+UPDATE gpt_apps AS app SET last_used_at = seen.used_at
+FROM unnest($1::uuid[], $2::timestamptz[]) AS seen(id, used_at)
+WHERE app.id = seen.id AND (app.last_used_at IS NULL OR app.last_used_at < seen.used_at)
+"""
+"""Each app's `last_used_at`, from a batch (asyncpg; the same as the Core update below)."""
+
+
+class AuditRecord(NamedTuple):
+    """One event, in the audit table's column order (a tuple: COPY takes it as it is)."""
+
     occurred_at: datetime.datetime
     kind: str
     operation: str
@@ -49,7 +57,7 @@ class AuditRecord:
     request_id: str | None = None
 
 
-_FIELDS = tuple(field.name for field in fields(AuditRecord))  # plain reads: `asdict` deep-copies every value
+_FIELDS = AuditRecord._fields
 
 
 class AuditLog:
@@ -153,15 +161,11 @@ class AuditLog:
             connection = await session.connection()
             driver: Any = (await connection.get_raw_connection()).driver_connection
             if hasattr(driver, "copy_records_to_table"):  # asyncpg: binary COPY, no per-row SQL work
-                await driver.copy_records_to_table(
-                    AUDIT_TABLE.name,
-                    records=[tuple(getattr(item, name) for name in _FIELDS) for item in batch],
-                    columns=_FIELDS,
-                )
-            else:
-                await session.execute(
-                    insert(AUDIT_TABLE), [{name: getattr(item, name) for name in _FIELDS} for item in batch]
-                )
+                await driver.copy_records_to_table(AUDIT_TABLE.name, records=batch, columns=_FIELDS)
+                if last_use:  # a prepared statement: nothing compiled per batch
+                    await driver.execute(_MARK_USED, list(last_use), list(last_use.values()))
+                return
+            await session.execute(insert(AUDIT_TABLE), [item._asdict() for item in batch])
             if last_use:
                 seen = values(
                     column("id", Uuid()), column("used_at", DateTime(timezone=True)), name="seen"

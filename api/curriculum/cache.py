@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import msgspec
 import structlog
+from litestar.connection import ASGIConnection
 from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -40,8 +42,25 @@ MAX_BYTES = 64 * 1024 * 1024
 """Keys include caller input (a code, a query), so the cache is bounded by the size of what it holds;
 past this it starts afresh."""
 _NOT_FOUND_BYTES = 256
+MAX_TARGETS = 50_000
+"""Request targets noted for the edge (`api.curriculum.edge`); past this it starts afresh."""
+ANSWERED_KEY = "setu.curriculum_answer"
+"""Where `answer` notes, in the request's scope state, the key of the remembered answer it sent."""
 _VERSION = text("SELECT version FROM curriculum_version")
 _encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class RememberedRoute:
+    """What the edge needs to answer a request target again: the answer's key and the route it reached."""
+
+    key: Hashable
+    operation: str
+    route: str
+    """The route template, for metrics."""
+    scopes: frozenset[str]
+    """Any one of these scopes opens the route."""
+    generation: int
 
 
 class CurriculumCache:
@@ -62,6 +81,7 @@ class CurriculumCache:
         self._bytes = 0
         self._generation = 0
         """Bumped on every clear: an answer computed across a clear is not stored (it may be stale)."""
+        self._targets: dict[tuple[str, bytes], RememberedRoute] = {}
         self.version: int | None = None
 
     def __len__(self) -> int:
@@ -69,6 +89,7 @@ class CurriculumCache:
 
     async def answer(
         self,
+        connection: ASGIConnection[Any, Any, Any, Any],
         key: Hashable,
         produce: Callable[[AsyncSession], Awaitable[T]],
         *,
@@ -78,7 +99,8 @@ class CurriculumCache:
         are remembered too; an answer for which `keep` says False is sent but not remembered (a search
         ranked by text alone while the ML tier is away). The result is the JSON body (bytes), typed as
         what it encodes, so a route can return it under its schema's annotation (Litestar sends bytes as
-        they are)."""
+        they are). A remembered answer's key is noted in the connection's state for the edge."""
+        generation = self._generation
         found = self._answers.get(key)
         if found is None:
             _MISS.inc()
@@ -87,7 +109,28 @@ class CurriculumCache:
             _HIT.inc()
         if isinstance(found, NotFound):
             raise NotFound(found.detail)
+        if self._answers.get(key) is found and generation == self._generation:
+            connection.scope["state"][ANSWERED_KEY] = (key, generation)
         return cast(T, found)
+
+    def remembered(self, target: tuple[str, bytes]) -> tuple[RememberedRoute, bytes] | None:
+        """The route and encoded answer noted for a request target (path, raw query), while both hold."""
+        route = self._targets.get(target)
+        if route is None:
+            return None
+        body = self._answers.get(route.key)
+        if route.generation != self._generation or not isinstance(body, bytes):
+            return None
+        _HIT.inc()
+        return route, body
+
+    def note_target(self, target: tuple[str, bytes], route: RememberedRoute) -> None:
+        """Remember which answer a request target got (see `api.curriculum.edge`)."""
+        if route.generation != self._generation:
+            return
+        if len(self._targets) >= MAX_TARGETS:
+            self._targets.clear()
+        self._targets[target] = route
 
     async def _compute(
         self,
@@ -109,7 +152,7 @@ class CurriculumCache:
         if remember and self.enabled and generation == self._generation:
             size = _NOT_FOUND_BYTES if isinstance(result, NotFound) else len(result)
             if self._bytes + size > MAX_BYTES:
-                self._answers.clear()
+                self._answers.clear()  # noted targets whose answer is gone simply miss
                 self._bytes = 0
             if key not in self._answers:  # two callers may compute the same key at once
                 self._bytes += size
@@ -119,6 +162,7 @@ class CurriculumCache:
     def clear(self) -> None:
         self._generation += 1
         self._answers.clear()
+        self._targets.clear()
         self._bytes = 0
 
     async def check(self) -> bool:

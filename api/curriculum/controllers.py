@@ -30,8 +30,10 @@ class CurriculumController(Controller):
     guards = [requires_scope("curriculum:read")]
 
     @get("/boards", operation_id="listBoards", summary="List curriculum boards (NCERT, CBSE).")
-    async def list_boards(self, curriculum_cache: CurriculumCache) -> schemas.BoardList:
-        return await curriculum_cache.answer(("listBoards",), services.list_boards)
+    async def list_boards(
+        self, request: Request[Any, Any, Any], curriculum_cache: CurriculumCache
+    ) -> schemas.BoardList:
+        return await curriculum_cache.answer(request, ("listBoards",), services.list_boards)
 
     @get(
         "/classes",
@@ -40,11 +42,12 @@ class CurriculumController(Controller):
     )
     async def list_classes(
         self,
+        request: Request[Any, Any, Any],
         curriculum_cache: CurriculumCache,
         board: Annotated[str | None, Parameter(max_length=32)] = None,
     ) -> schemas.ClassList:
         return await curriculum_cache.answer(
-            ("listClasses", board), lambda session: services.list_classes(session, board)
+            request, ("listClasses", board), lambda session: services.list_classes(session, board)
         )
 
     @get(
@@ -53,10 +56,15 @@ class CurriculumController(Controller):
         summary="List subjects (optionally of one class) with slugs; pass a slug to filter other calls.",
     )
     async def list_subjects(
-        self, curriculum_cache: CurriculumCache, class_level: ClassQuery = None
+        self,
+        request: Request[Any, Any, Any],
+        curriculum_cache: CurriculumCache,
+        class_level: ClassQuery = None,
     ) -> schemas.SubjectList:
         return await curriculum_cache.answer(
-            ("listSubjects", class_level), lambda session: services.list_subjects(session, class_level)
+            request,
+            ("listSubjects", class_level),
+            lambda session: services.list_subjects(session, class_level),
         )
 
     @get(
@@ -66,6 +74,7 @@ class CurriculumController(Controller):
     )
     async def list_chapters(
         self,
+        request: Request[Any, Any, Any],
         curriculum_cache: CurriculumCache,
         class_level: Annotated[
             int, Parameter(query="class", ge=1, le=12, description="School class, 1 to 12.")
@@ -73,6 +82,7 @@ class CurriculumController(Controller):
         subject: Annotated[str, Parameter(min_length=1, max_length=100, description="Subject name or slug.")],
     ) -> schemas.ChapterList:
         return await curriculum_cache.answer(
+            request,
             ("listChapters", class_level, subject),
             lambda session: services.list_chapters(session, class_level, subject),
         )
@@ -129,6 +139,7 @@ class CurriculumController(Controller):
         # The same question over the same curriculum gets the same page: remembered until the curriculum
         # changes, unless it was ranked by text alone (the ML tier away), which the next ask should redo.
         return await curriculum_cache.answer(
+            request,
             ("searchStandards", query, filters, cursor, limit),
             search,
             keep=lambda page: page.search_mode == "hybrid",
@@ -139,7 +150,9 @@ class CurriculumController(Controller):
         operation_id="getStandard",
         summary="Get one learning outcome or chapter by its code (e.g. M707 or jesc101), with its sources.",
     )
-    async def get_standard(self, curriculum_cache: CurriculumCache, code: str) -> schemas.StandardDetail:
+    async def get_standard(
+        self, request: Request[Any, Any, Any], curriculum_cache: CurriculumCache, code: str
+    ) -> schemas.StandardDetail:
         return await curriculum_cache.answer(
-            ("getStandard", code), lambda session: services.get_standard(session, code)
+            request, ("getStandard", code), lambda session: services.get_standard(session, code)
         )

@@ -76,7 +76,7 @@ def _first_bad_pair(pairs: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
     return None
 
 
-def _check_scope(scope: Scope) -> tuple[str, str, str] | None:
+def check_scope(scope: Scope) -> tuple[str, str, str] | None:
     """(source, field, problem) for the path, query string and headers; None when all are clean."""
     path: str = scope.get("path", "")
     if _BAD.search(path):
@@ -196,7 +196,7 @@ class CleanTextMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        found = _check_scope(scope)
+        found = check_scope(scope)
         if found is None and scope.get("method") in {"POST", "PUT", "PATCH", "DELETE"}:
             content_type = _content_type(scope)
             if _is_json(content_type) or content_type == b"application/x-www-form-urlencoded":

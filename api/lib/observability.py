@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -59,14 +58,32 @@ def _child(metric: Counter | Gauge | Histogram, *labels: str) -> Any:
     return child
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def request_id_for(scope: Scope) -> str:
+    """The caller's `X-Request-ID` when it is usable, else a new one (32 hex digits)."""
     for name, value in scope.get("headers", ()):
         if name == _REQUEST_ID_HEADER:
             text = value.decode("latin-1").strip()
             if text and len(text) <= _MAX_REQUEST_ID and text.isprintable():
                 return text
-            return None
-    return None
+            break
+    return os.urandom(16).hex()
+
+
+def request_id_header(request_id: str) -> tuple[bytes, bytes]:
+    return (_REQUEST_ID_HEADER, request_id.encode("latin-1"))
+
+
+def in_progress(method: str) -> Any:
+    """The in-progress gauge child for `method` (inc on arrival, dec when answered)."""
+    return _child(IN_PROGRESS, method)
+
+
+def observe(method: str, route: str, status: int, elapsed: float) -> None:
+    """Count and time one answered request; log it at debug level, or always for a 5xx."""
+    _child(REQUESTS, method, route, str(status)).inc()
+    _child(LATENCY, method, route).observe(elapsed)
+    if status >= 500 or log.isEnabledFor(10):
+        log.info("request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
 
 
 def route_template(scope: Scope) -> str:
@@ -85,11 +102,11 @@ class ObservabilityMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = request_id_for(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         method: str = scope["method"]  # type: ignore[typeddict-item]
         status = 500
-        header = (_REQUEST_ID_HEADER, request_id.encode("latin-1"))
+        header = request_id_header(request_id)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -99,19 +116,14 @@ class ObservabilityMiddleware:
             await send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        in_progress = _child(IN_PROGRESS, method)
-        in_progress.inc()
+        gauge = in_progress(method)
+        gauge.inc()
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            in_progress.dec()
-            route = route_template(scope)
-            _child(REQUESTS, method, route, str(status)).inc()
-            _child(LATENCY, method, route).observe(elapsed)
-            if status >= 500 or log.isEnabledFor(10):
-                log.info("request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
+            gauge.dec()
+            observe(method, route_template(scope), status, time.perf_counter() - started)
             structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -35,6 +35,8 @@ RATE_LIMITER_ERRORS = Counter(
     "setu_rate_limiter_errors_total", "Rate-limit checks that could not reach Redis (failed open or closed)."
 )
 
+_MAX_REMEMBERED = 50_000
+"""Prepared calls kept (`RateLimiter.remembered`); past this it starts afresh."""
 _BACKOFF_SECONDS = 1.0
 """After a failure, Redis is not tried again for this long: a dead Redis costs requests nothing."""
 
@@ -116,40 +118,79 @@ class Decision:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return headers
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as ASGI header pairs (lower-case names), for an allowed request's answer."""
+        if self.limit <= 0:
+            return []
+        return [
+            (b"ratelimit-limit", b"%d" % self.limit),
+            (b"ratelimit-remaining", b"%d" % max(self.remaining, 0)),
+            (b"ratelimit-reset", b"%d" % math.ceil(self.reset_after)),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limiter call, prepared once for callers that repeat it (the same token's requests)."""
+
+    limits: tuple[Limit, ...]
+    blocks: tuple[str, ...]
+    keys: tuple[str, ...]
+    args: tuple[int, ...]
+    command: bytes | None
+    """The packed script call, when the limiter talks RESP itself."""
+
 
 class RateLimiter:
     """Checks and consumes limits in one atomic script call; see the module docstring."""
 
     def __init__(self, redis: Redis, *, fail_closed: bool = False, timeout: float = 0.25) -> None:
         self._script = redis.register_script(_SCRIPT)
-        self._pipelined = PipelinedScript.for_client(redis, _SCRIPT)
+        self._pipelined = PipelinedScript.for_client(redis, _SCRIPT, timeout=timeout)
         """The same script over one pipelined connection (a fifth of redis-py's CPU per call)."""
         self.fail_closed = fail_closed
         self.timeout = timeout
         self._last_error_logged = 0.0
         self._down_until = 0.0
+        self._checks: dict[str, Check] = {}
+
+    def check(self, limits: Sequence[Limit], *, blocks: Sequence[str] = (), consume: bool = True) -> Check:
+        """Prepare a call: take one request from every limit (`consume`), unless a block key exists."""
+        args = [len(blocks), 1 if consume else 0]
+        for limit in limits:
+            args += [limit.limit, int(limit.period * 1000)]
+        keys = (*blocks, *(limit.key for limit in limits))
+        command = self._pipelined.command(keys, args) if self._pipelined is not None else None
+        return Check(tuple(limits), tuple(blocks), keys, tuple(args), command)
+
+    def remembered(self, name: str, prepare: Callable[[], Check]) -> Check:
+        """The prepared call named `name` (a token id: its keys and limits never change), made once."""
+        check = self._checks.get(name)
+        if check is None:
+            if len(self._checks) >= _MAX_REMEMBERED:
+                self._checks.clear()
+            check = self._checks[name] = prepare()
+        return check
 
     async def acquire(self, limits: Sequence[Limit], *, blocks: Sequence[str] = ()) -> Decision:
         """Take one request from every limit, or none if any refuses (or a block key exists)."""
-        return await self._call(limits, blocks, consume=True)
+        return await self.run(self.check(limits, blocks=blocks))
 
     async def peek(self, limits: Sequence[Limit]) -> Decision:
         """Would one more request be allowed? Consumes nothing."""
-        return await self._call(limits, (), consume=False)
+        return await self.run(self.check(limits, consume=False))
 
-    async def _call(self, limits: Sequence[Limit], blocks: Sequence[str], *, consume: bool) -> Decision:
-        args: list[int | str] = [len(blocks), 1 if consume else 0]
-        for limit in limits:
-            args += [limit.limit, int(limit.period * 1000)]
+    async def run(self, check: Check) -> Decision:
+        """Make a prepared call (see `check`)."""
         if time.monotonic() < self._down_until:
             return self._unavailable(None)
+        limits, blocks = check.limits, check.blocks
         try:
-            keys = [*blocks, *(limit.key for limit in limits)]
-            async with asyncio.timeout(self.timeout):
-                if self._pipelined is not None:
-                    reply = await self._pipelined(keys, args)
-                else:
-                    reply = await self._script(keys=keys, args=args)
+            if self._pipelined is not None:  # it times out by itself, without a timer per call
+                reply = await self._pipelined(check.keys, check.args, command=check.command)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    reply = await self._script(keys=check.keys, args=check.args)
             code, index, remaining, reset_ms, retry_ms = reply
         except (RedisError, OSError, TimeoutError) as error:
             self._down_until = time.monotonic() + _BACKOFF_SECONDS

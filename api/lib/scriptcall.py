@@ -4,7 +4,9 @@ redis-py spends most of a call in its own machinery (connection pool, retry wrap
 limiter runs one script per request, so it talks RESP directly: every call writes its EVALSHA at once on a
 shared connection and waits for its reply, which Redis sends in order. A lost connection fails the calls in
 flight with `redis.exceptions.ConnectionError`, and the next call connects again (after Redis restarts,
-too). TLS (`rediss://`) is left to redis-py (`for_client` returns None).
+too). A call not answered within `timeout` seconds fails with `TimeoutError`; one timer per connection
+checks the oldest call (replies come in order), so a call costs no timer of its own. TLS (`rediss://`) is
+left to redis-py (`for_client` returns None).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class _Pipeline(asyncio.Protocol):
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._waiting: deque[asyncio.Future[Reply]] = deque()
+        self._deadlines: deque[float] = deque()
+        """When each waiting call times out (loop time), in the same order as `_waiting`."""
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._unsent: list[bytes] = []
         self.closed = False
@@ -89,27 +94,54 @@ class _Pipeline(asyncio.Protocol):
                 break
             position = after
             waiter = self._waiting.popleft()
+            self._deadlines.popleft()
             if not waiter.done():  # its caller may have given up (timeout): the reply is dropped
                 waiter.set_result(reply)
         del self._buffer[:position]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._deadlines.clear()
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_exception(RedisConnectionError(f"Connection to Redis lost: {exc or 'closed'}"))
 
-    def request(self, command: bytes) -> asyncio.Future[Reply]:
+    def request(self, command: bytes, timeout: float = 30.0) -> asyncio.Future[Reply]:
+        """Send `command` (with the others of this event-loop turn); its reply, or TimeoutError."""
         if self.closed or self._transport is None:
             raise RedisConnectionError("Connection to Redis is closed")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Reply] = loop.create_future()
         self._waiting.append(waiter)
+        deadline = loop.time() + timeout
+        self._deadlines.append(deadline)
+        if self._watchdog is None or deadline < self._watchdog.when():
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = loop.call_at(deadline, self._expire)
         if not self._unsent:  # the calls made in this turn of the event loop go out in one write
             loop.call_soon(self._send)
         self._unsent.append(command)
         return waiter
+
+    def _expire(self) -> None:
+        """Fail the calls past their deadline (their replies, if they come, are dropped); re-arm."""
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        next_deadline: float | None = None
+        for waiter, deadline in zip(self._waiting, self._deadlines, strict=True):
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.set_exception(TimeoutError("Redis did not answer in time"))
+            elif next_deadline is None or deadline < next_deadline:
+                next_deadline = deadline
+        if next_deadline is not None and not self.closed:
+            self._watchdog = loop.call_at(next_deadline, self._expire)
 
     def _send(self) -> None:
         commands, self._unsent = self._unsent, []
@@ -128,6 +160,7 @@ class PipelinedScript:
         self,
         script: str,
         *,
+        timeout: float = 30.0,
         host: str = "localhost",
         port: int = 6379,
         path: str | None = None,
@@ -137,6 +170,7 @@ class PipelinedScript:
     ) -> None:
         self._script = script.encode()
         self._sha = hashlib.sha1(self._script, usedforsecurity=False).hexdigest().encode()
+        self.timeout = timeout
         self._address = (host, port, path)
         self._db = db
         self._credentials = (username, password)
@@ -144,7 +178,7 @@ class PipelinedScript:
         self._connecting = asyncio.Lock()
 
     @classmethod
-    def for_client(cls, redis: Redis, script: str) -> PipelinedScript | None:
+    def for_client(cls, redis: Redis, script: str, *, timeout: float = 30.0) -> PipelinedScript | None:
         """The same server, database and credentials as `redis`; None for TLS connections."""
         pool = redis.connection_pool
         options = pool.connection_kwargs
@@ -153,6 +187,7 @@ class PipelinedScript:
             return None
         return cls(
             script,
+            timeout=timeout,
             host=str(options.get("host", "localhost")),
             port=int(options.get("port", 6379)),
             path=str(options["path"]) if unix else None,
@@ -161,13 +196,22 @@ class PipelinedScript:
             password=options.get("password"),
         )
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+    def command(self, keys: Sequence[str], args: Sequence[int | str]) -> bytes:
+        """The EVALSHA call for `keys` and `args`, packed once for callers that repeat it."""
+        return pack(b"EVALSHA", self._sha, len(keys), *keys, *args)
+
+    async def __call__(
+        self, keys: Sequence[str], args: Sequence[int | str], *, command: bytes | None = None
+    ) -> Any:
+        """The script's reply (`command`: the same call packed by `command()`); raises the script's
+        error, `TimeoutError` after `timeout` seconds, or ConnectionError."""
         pipeline = self._pipeline
         if pipeline is None or pipeline.closed:
-            pipeline = await self._connect()
-        reply = await pipeline.request(pack(b"EVALSHA", self._sha, len(keys), *keys, *args))
+            async with asyncio.timeout(self.timeout):
+                pipeline = await self._connect()
+        reply = await pipeline.request(command or self.command(keys, args), self.timeout)
         if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-            reply = await pipeline.request(pack(b"EVAL", self._script, len(keys), *keys, *args))
+            reply = await pipeline.request(pack(b"EVAL", self._script, len(keys), *keys, *args), self.timeout)
         if isinstance(reply, ResponseError):
             raise reply
         return reply

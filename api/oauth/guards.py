@@ -22,7 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.lib.errors import DomainError, PermissionDenied, TooManyRequests, Unauthorized, domain_error_handler
 from api.lib.observability import route_template
-from api.lib.ratelimit import Decision, Limit
+from api.lib.ratelimit import Check, Decision, Limit
 from api.oauth.denylist import app_blocked_key, grant_key, token_key
 from api.oauth.runtime import OAuthRuntime
 from api.oauth.scopes import SCOPES
@@ -117,7 +117,7 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-def _operation(scope: Scope) -> str:
+def operation_of(scope: Scope) -> str:
     handler = scope.get("route_handler")
     operation_id = getattr(handler, "operation_id", None)
     if isinstance(operation_id, str):
@@ -145,34 +145,19 @@ class BearerAuthMiddleware:
             return
         started = time.perf_counter()
         runtime: OAuthRuntime = scope["litestar_app"].state.oauth
-        operation = _operation(scope)
+        operation = operation_of(scope)
         request_id = scope.get("state", {}).get("request_id")
         claims: AccessTokenClaims | None = None
         try:
-            claims = await _verify(runtime, scope)
-            decision = await _admit(runtime, claims)
+            claims = await verify(runtime, scope)
+            decision = await admit(runtime, claims)
         except DomainError as error:
-            runtime.audit.record(
-                "api",
-                operation,
-                error.status_code,
-                (time.perf_counter() - started) * 1000,
-                app_id=claims.app_id if claims else None,
-                client_id=claims.client_id if claims else None,
-                user_id=claims.user_id if claims else None,
-                error=str(error.extra.get("error", error.title)).lower().replace(" ", "_")[:64],
-                request_id=request_id,
-            )
             # Answer here, through `send`, so outer middleware (request id, metrics) sees the response.
-            request: Request[Any, Any, Any] = Request(scope)
-            response = domain_error_handler(request, error).to_asgi_response(app=None, request=request)
-            await response(scope, receive, send)
+            await refuse(runtime, scope, receive, send, error, operation, started, claims, request_id)
             return
         scope["user"] = Principal(claims.app_id, claims.client_id, claims.user_id, claims.scopes, claims.jti)
         scope["auth"] = claims
-        extra_headers = [
-            (name.lower().encode(), value.encode()) for name, value in decision.headers().items()
-        ]
+        extra_headers = decision.raw_headers()
         status = 500
 
         async def send_with_limits(message: Message) -> None:
@@ -198,7 +183,35 @@ class BearerAuthMiddleware:
             )
 
 
-async def _verify(runtime: OAuthRuntime, scope: Scope) -> AccessTokenClaims:
+async def refuse(
+    runtime: OAuthRuntime,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: DomainError,
+    operation: str,
+    started: float,
+    claims: AccessTokenClaims | None,
+    request_id: str | None,
+) -> None:
+    """Answer a refused `/api/v1` call (problem details, the error's headers); record it in the audit log."""
+    runtime.audit.record(
+        "api",
+        operation,
+        error.status_code,
+        (time.perf_counter() - started) * 1000,
+        app_id=claims.app_id if claims else None,
+        client_id=claims.client_id if claims else None,
+        user_id=claims.user_id if claims else None,
+        error=str(error.extra.get("error", error.title)).lower().replace(" ", "_")[:64],
+        request_id=request_id,
+    )
+    request: Request[Any, Any, Any] = Request(scope)
+    response = domain_error_handler(request, error).to_asgi_response(app=None, request=request)
+    await response(scope, receive, send)
+
+
+async def verify(runtime: OAuthRuntime, scope: Scope) -> AccessTokenClaims:
     token = _bearer(scope)
     if token is None:
         raise Unauthorized(
@@ -216,14 +229,25 @@ async def _verify(runtime: OAuthRuntime, scope: Scope) -> AccessTokenClaims:
     return claims
 
 
-async def _admit(runtime: OAuthRuntime, claims: AccessTokenClaims) -> Decision:
+def _check(runtime: OAuthRuntime, claims: AccessTokenClaims) -> Check:
+    """The token's limiter call: revoked token or grant, suspended app, the app's and the user's limits."""
+
+    def prepare() -> Check:
+        blocks = [
+            app_blocked_key(claims.app_id),
+            token_key(claims.app_id, claims.jti),
+            grant_key(claims.app_id, claims.grant_id),
+        ]
+        return runtime.limiter.check(_limits(claims), blocks=blocks)
+
+    return runtime.limiter.remembered(claims.jti, prepare)
+
+
+async def admit(runtime: OAuthRuntime, claims: AccessTokenClaims) -> Decision:
     """One Redis round trip: revoked token or grant, suspended app, then the app's and the user's limits."""
-    blocked = app_blocked_key(claims.app_id)
-    decision = await runtime.limiter.acquire(
-        _limits(claims),
-        blocks=[blocked, token_key(claims.app_id, claims.jti), grant_key(claims.app_id, claims.grant_id)],
-    )
-    if decision.blocked_by == blocked:
+    check = _check(runtime, claims)
+    decision = await runtime.limiter.run(check)
+    if decision.blocked_by == check.blocks[0]:
         raise PermissionDenied(
             "This GPT app is suspended or deleted; ask the ShikshaSetu administrator.", error="app_suspended"
         )

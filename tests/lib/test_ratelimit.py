@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from api.lib.errors import UpstreamUnavailable
-from api.lib.ratelimit import Decision, Limit, RateLimiter
+from api.lib.ratelimit import Check, Decision, Limit, RateLimiter
 from tests.utils.servers import free_port
 
 
@@ -153,3 +153,33 @@ async def test_after_a_failure_redis_is_left_alone_for_a_second() -> None:
         await dead.aclose()
     assert all(decision.allowed and decision.degraded for decision in decisions)
     assert elapsed < 0.05
+
+
+async def test_a_prepared_check_run_again_takes_from_the_same_buckets(redis_client: Redis) -> None:
+    limiter = RateLimiter(redis_client)
+    limit = _limit(3, 60)
+    made: list[int] = []
+
+    def prepare() -> Check:
+        made.append(1)
+        return limiter.check([limit])
+
+    decisions = [await limiter.run(limiter.remembered("token-1", prepare)) for _ in range(4)]
+    assert made == [1], "prepared once, then remembered"
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    allowed = decisions[0]
+    assert allowed.raw_headers() == [
+        (name.lower().encode(), value.encode()) for name, value in allowed.headers().items()
+    ]
+    assert Decision(allowed=True, degraded=True).raw_headers() == []
+
+
+async def test_a_frozen_redis_fails_open_within_the_timeout(redis_client: Redis) -> None:
+    limiter = RateLimiter(redis_client, timeout=0.2)
+    assert (await limiter.acquire([_limit()])).allowed
+    await redis_client.execute_command("CLIENT", "PAUSE", 700, "ALL")
+    started = time.monotonic()
+    decision = await limiter.acquire([_limit()])
+    assert decision.allowed and decision.degraded
+    assert time.monotonic() - started < 0.5
+    limiter.close()

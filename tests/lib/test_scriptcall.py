@@ -84,3 +84,45 @@ async def test_after_its_connection_is_killed_the_next_call_reconnects(redis_cli
         assert await script([], []) == 1
     finally:
         script.close()
+
+
+def test_calls_not_answered_in_time_fail_with_timeout_and_late_replies_are_dropped() -> None:
+    async def scenario() -> None:
+        pipeline = _Pipeline()
+
+        class Transport:
+            def write(self, data: bytes) -> None:
+                pass
+
+        pipeline.connection_made(Transport())  # type: ignore[arg-type]
+        slow = pipeline.request(pack(b"PING"), timeout=30)  # a set-up command with a long deadline
+        late = pipeline.request(pack(b"PING"), timeout=0.05)
+        later = pipeline.request(pack(b"PING"), timeout=0.05)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await late
+        assert asyncio.get_running_loop().time() - started < 1, "the shorter deadline re-armed the timer"
+        with pytest.raises(TimeoutError):
+            await later
+        assert not slow.done()
+        pipeline.data_received(b"+ONE\r\n+TWO\r\n+THREE\r\n")  # replies arrive late, in order
+        assert await slow == "ONE"
+        fresh = pipeline.request(pack(b"PING"), timeout=0.05)
+        pipeline.data_received(b"+FOUR\r\n")
+        assert await fresh == "FOUR", "the late replies were matched to their own (expired) calls"
+
+    asyncio.run(scenario())
+
+
+async def test_a_frozen_server_times_the_call_out(redis_client: Redis) -> None:
+    script = PipelinedScript.for_client(redis_client, "return 1", timeout=0.2)
+    assert script is not None
+    try:
+        assert await script([], []) == 1
+        await redis_client.execute_command("CLIENT", "PAUSE", 600, "ALL")
+        with pytest.raises(TimeoutError):
+            await script([], [])
+        await asyncio.sleep(0.5)
+        assert await script([], []) == 1
+    finally:
+        script.close()
