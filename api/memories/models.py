@@ -47,4 +47,7 @@ class Memory(UUIDAuditBase):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[uuid.UUID | None]
-    embedding: Mapped[list[float] | None] = mapped_column(embedding_column_type(), nullable=True)
+    embedding: Mapped[list[float] | None] = mapped_column(
+        embedding_column_type(), nullable=True, deferred=True
+    )
+    """Never loaded with the row (lists and reads do not show it; 384 numbers to decode per row)."""

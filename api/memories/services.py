@@ -88,13 +88,17 @@ async def create_memory(
         session, EMBED_JOB, {"memory_id": str(memory.id)}, app_id=owner.app_id, user_id=owner.user_id
     )
     memory.job_id = job.id
+    if idempotency_key is None:  # nothing unique can clash: no savepoint round trips
+        session.add(memory)
+        await session.flush()
+        return memory
     try:
         async with session.begin_nested():
             session.add(memory)
             await session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race.
-        existing = await _by_idempotency_key(session, owner, idempotency_key or "")
+        existing = await _by_idempotency_key(session, owner, idempotency_key)
         if existing is None:
             raise
         session.expunge(job)
@@ -172,7 +176,7 @@ def _search_statement(user_predicate: str) -> Any:
              + :weight * exp(-ln(2) * extract(epoch FROM now() - created_at) / (86400 * :half_life)) AS score
     FROM (
         SELECT id, content, tags, metadata, created_at,
-               1 - (embedding <=> CAST(:query AS vector)) AS similarity
+               1 - (embedding <=> CAST(CAST(:query AS real[]) AS vector)) AS similarity
         FROM memories
         WHERE app_id = :app_id AND {user_predicate} AND status = 'ready'
           AND (CAST(:tags AS varchar[]) IS NULL OR tags @> CAST(:tags AS varchar[]))
@@ -199,7 +203,7 @@ async def search_memories(
 ) -> list[schemas.MemoryHit]:
     """Semantic similarity blended with a recency boost (half-life `SETU_MEMORY_RECENCY_HALF_LIFE_DAYS`)."""
     params: dict[str, Any] = {
-        "query": "[" + ",".join(f"{x:.7g}" for x in query_vector) + "]",
+        "query": query_vector,  # a binary float4[], not 384 numbers as text
         "app_id": owner.app_id,
         "tags": sorted(set(tags)) or None,
         "limit": limit,
@@ -235,12 +239,15 @@ async def embed_memory(context: JobContext, payload: dict[str, Any]) -> dict[str
         return {"memory_id": str(memory_id), "skipped": "memory was deleted"}
     vector = (await context.services["serving"].embed([content]))[0]
     async with context.sessions() as session, session.begin():
-        await session.execute(
-            update(Memory)
-            .where(Memory.id == memory_id)
-            .values(embedding=vector, status="ready", updated_at=func.now())
-        )
+        await session.execute(_MARK_READY, {"id": memory_id, "vector": list(vector)})
     return {"memory_id": str(memory_id), "status": "ready"}
+
+
+_MARK_READY = text(
+    "UPDATE memories SET embedding = CAST(CAST(:vector AS real[]) AS vector), status = 'ready',"
+    " updated_at = now() WHERE id = :id"
+)
+"""The vector as a binary float4[] parameter (pgvector's own bind formats 384 numbers as text)."""
 
 
 _ORPHANED_PENDING = text(

@@ -55,7 +55,9 @@ async def test_a_memory_and_its_job_are_created_together_and_the_worker_makes_it
     async with sessions() as session:
         stored = await services.get_memory(session, owner, memory.id)
         assert stored.status == "ready"
-        assert stored.embedding is not None and len(stored.embedding) == 384
+        vector = await session.scalar(select(Memory.embedding).where(Memory.id == memory.id))
+        assert vector is not None and len(vector) == 384
+        assert abs(sum(x * x for x in vector) - 1) < 1e-3, "a unit vector, stored as it was computed"
 
 
 async def test_search_finds_a_memory_by_meaning_and_prefers_recent_ones(
