@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.curriculum import schemas
 from api.curriculum.models import Board, Book, Standard, Subject
-from api.lib.db import read
+from api.lib.db import rows_of
 from api.lib.errors import InvalidInput, NotFound
 
 
@@ -206,14 +206,6 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     return payload
 
 
-async def _rows(db: AsyncSession | AsyncEngine, statement: Any, params: dict[str, Any] | None = None) -> Any:
-    """An engine: one autocommit round trip (no BEGIN/COMMIT), retried once on a broken connection (the API's
-    path); a session: inside its transaction (tests, tools)."""
-    if isinstance(db, AsyncEngine):
-        return await read(db, statement, params)
-    return (await db.execute(statement, params or {})).all()
-
-
 async def browse_standards(
     db: AsyncSession | AsyncEngine, filters: StandardFilters, *, cursor: str | None, limit: int
 ) -> schemas.StandardPage:
@@ -226,7 +218,7 @@ async def browse_standards(
         except (KeyError, TypeError, ValueError):
             raise InvalidInput("cursor is not one this API returned") from None
         query = query.where(func.row(Standard.class_level, Standard.kind, Standard.code) > func.row(*key))
-    rows = await _rows(
+    rows = await rows_of(
         db, query.order_by(Standard.class_level, Standard.kind, Standard.code).limit(limit + 1)
     )
     next_cursor = None
@@ -432,7 +424,7 @@ async def search_standards(
         params["v"] = query_vector if isinstance(query_vector, list) else list(query_vector)
     else:
         statement, top = text_only, _TEXT_TOP
-    rows = await _rows(db, statement, params)
+    rows = await rows_of(db, statement, params)
     items = [
         schemas.StandardOut(
             code=r.code,

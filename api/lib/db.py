@@ -14,6 +14,7 @@ One SQLAlchemy engine over asyncpg per process (advanced-alchemy's plugin gives 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -146,12 +147,17 @@ def _raised_by_driver(error: BaseException) -> bool:
     return False
 
 
+_autocommit_engines: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
 async def read(
     engine: AsyncEngine, statement: Executable, params: Mapping[str, Any] | None = None
 ) -> Sequence[Row[Any]]:
     """Rows of one SELECT in autocommit mode (no transaction); retried once on a fresh connection when the
     connection breaks under it. Raises DatabaseUnavailable when the database cannot be reached."""
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    autocommit = _autocommit_engines.get(engine)
+    if autocommit is None:  # made once: each `execution_options` call builds an engine and its listeners
+        autocommit = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
     for attempt in (1, 2):
         try:
             async with autocommit.connect() as connection:
@@ -164,6 +170,16 @@ async def read(
                 raise DatabaseUnavailable() from error
             log.info("database connection broke under a read; retrying on a fresh one")
     raise AssertionError("unreachable")
+
+
+async def rows_of(
+    db: AsyncSession | AsyncEngine, statement: Executable, params: Mapping[str, Any] | None = None
+) -> Sequence[Row[Any]]:
+    """Rows of one SELECT: given an engine, one autocommit round trip (`read`, the API's path); given a
+    session, inside its transaction (tests, tools)."""
+    if isinstance(db, AsyncEngine):
+        return await read(db, statement, params)
+    return (await db.execute(statement, params or {})).all()
 
 
 def database_unavailable_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:

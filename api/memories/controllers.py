@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.lib.embeddings import embed_query
 from api.lib.settings import Settings
@@ -70,17 +70,17 @@ class MemoryController(Controller):
     async def list_memories(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_engine: AsyncEngine,
         tag: Annotated[str | None, Parameter(max_length=64)] = None,
         cursor: Annotated[
             str | None, Parameter(max_length=500, description="next_cursor of the previous page")
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     ) -> schemas.MemoryPage:
-        rows, next_cursor = await services.list_memories(
-            db_session, owner_of(request), tag=tag, cursor=cursor, limit=limit
+        items, next_cursor = await services.list_memories(
+            db_engine, owner_of(request), tag=tag, cursor=cursor, limit=limit
         )
-        return schemas.MemoryPage(items=[memory_out(m) for m in rows], next_cursor=next_cursor)
+        return schemas.MemoryPage(items=items, next_cursor=next_cursor)
 
     @post(
         "/search",
@@ -92,14 +92,14 @@ class MemoryController(Controller):
     async def search_memories(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_engine: AsyncEngine,
         redis: Redis,
         settings: Settings,
         data: schemas.MemorySearch,
     ) -> schemas.MemorySearchResult:
         vector = await embed_query(data.query, request.app.state.serving, redis)
         hits = await services.search_memories(
-            db_session, owner_of(request), vector, limit=data.limit, tags=data.tags, settings=settings
+            db_engine, owner_of(request), vector, limit=data.limit, tags=data.tags, settings=settings
         )
         return schemas.MemorySearchResult(items=hits)
 

@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.jobs import services as jobs
 from api.jobs.worker import JobContext, PermanentJobError
+from api.lib.db import rows_of
 from api.lib.errors import InvalidInput, NotFound, PayloadTooLarge
 from api.lib.settings import Settings
 from api.memories import schemas
@@ -147,25 +148,53 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInput("cursor is not one this API returned") from None
 
 
-async def list_memories(
-    session: AsyncSession, owner: Owner, *, tag: str | None, cursor: str | None, limit: int
-) -> tuple[list[Memory], str | None]:
-    """Newest first, keyset-paginated."""
-    query = select(Memory).where(*_owned(owner))
-    if tag:
-        query = query.where(Memory.tags.contains([tag]))
-    if cursor:
-        created_at, memory_id = decode_cursor(cursor)
-        query = query.where(
-            func.row(Memory.created_at, Memory.id) < func.row(created_at, memory_id)  # type: ignore[arg-type]
-        )
-    rows = list(
-        (
-            await session.scalars(query.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1))
-        ).all()
+def _list_statement(user_predicate: str) -> Any:
+    return text(
+        f"""
+    SELECT id, content, tags, metadata, status, created_at FROM memories
+    WHERE app_id = :app_id AND {user_predicate}
+      AND (CAST(:tag AS varchar) IS NULL OR tags @> ARRAY[CAST(:tag AS varchar)])
+      AND (CAST(:after_at AS timestamptz) IS NULL
+           OR (created_at, id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
+    ORDER BY created_at DESC, id DESC
+    LIMIT :limit
+    """  # noqa: S608 (one of two constant predicates)
     )
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+
+
+# Newest first along the owner index (app_id, user_id, created_at DESC, id DESC).
+_LIST_USER = _list_statement("user_id = :user_id")
+_LIST_APP = _list_statement("user_id IS NULL")
+
+
+def _owner_params(owner: Owner) -> dict[str, Any]:
+    params: dict[str, Any] = {"app_id": owner.app_id}
+    if owner.user_id is not None:
+        params["user_id"] = owner.user_id
+    return params
+
+
+async def list_memories(
+    db: AsyncSession | AsyncEngine, owner: Owner, *, tag: str | None, cursor: str | None, limit: int
+) -> tuple[list[schemas.Memory], str | None]:
+    """Newest first, keyset-paginated; one SELECT (autocommit, given the engine)."""
+    after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+    params = {**_owner_params(owner), "tag": tag or None, "after_at": after_at, "after_id": after_id}
+    params["limit"] = limit + 1
+    rows = await rows_of(db, _LIST_USER if owner.user_id is not None else _LIST_APP, params)
+    items = [
+        schemas.Memory(
+            id=row.id,
+            content=row.content,
+            tags=list(row.tags),
+            metadata=row.metadata,
+            status=row.status,
+            created_at=row.created_at,
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return items, next_cursor
 
 
 def _search_statement(user_predicate: str) -> Any:
@@ -193,7 +222,7 @@ _SEARCH_APP = _search_statement("user_id IS NULL")
 
 
 async def search_memories(
-    session: AsyncSession,
+    db: AsyncSession | AsyncEngine,
     owner: Owner,
     query_vector: list[float],
     *,
@@ -203,16 +232,14 @@ async def search_memories(
 ) -> list[schemas.MemoryHit]:
     """Semantic similarity blended with a recency boost (half-life `SETU_MEMORY_RECENCY_HALF_LIFE_DAYS`)."""
     params: dict[str, Any] = {
+        **_owner_params(owner),
         "query": query_vector,  # a binary float4[], not 384 numbers as text
-        "app_id": owner.app_id,
         "tags": sorted(set(tags)) or None,
         "limit": limit,
         "weight": settings.memory_recency_weight,
         "half_life": settings.memory_recency_half_life_days,
     }
-    if owner.user_id is not None:
-        params["user_id"] = owner.user_id
-    rows = await session.execute(_SEARCH_USER if owner.user_id is not None else _SEARCH_APP, params)
+    rows = await rows_of(db, _SEARCH_USER if owner.user_id is not None else _SEARCH_APP, params)
     return [
         schemas.MemoryHit(
             id=row.id,
