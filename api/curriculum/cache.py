@@ -82,6 +82,9 @@ class CurriculumCache:
         self._generation = 0
         """Bumped on every clear: an answer computed across a clear is not stored (it may be stale)."""
         self._targets: dict[tuple[str, bytes], RememberedRoute] = {}
+        self._computing: dict[Hashable, asyncio.Task[bytes | NotFound]] = {}
+        """One computation per key at a time: callers that miss together share it (no stampede of
+        identical queries when the cache has just been emptied)."""
         self.version: int | None = None
 
     def __len__(self) -> int:
@@ -104,7 +107,13 @@ class CurriculumCache:
         found = self._answers.get(key)
         if found is None:
             _MISS.inc()
-            found = await self._compute(key, produce, keep)
+            computing = self._computing.get(key)
+            if computing is None:
+                computing = asyncio.ensure_future(self._compute(key, produce, keep))
+                self._computing[key] = computing
+                computing.add_done_callback(lambda _: self._computing.pop(key, None))
+            # Shielded: a caller that goes away does not cancel the answer the others wait for.
+            found = await asyncio.shield(computing)
         else:
             _HIT.inc()
         if isinstance(found, NotFound):

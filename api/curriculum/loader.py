@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -477,18 +477,22 @@ async def embed_missing(
         done += len(batch)
         if progress is not None:
             progress(done, len(todo))
+    own_rows_waiting = (
+        Topic.standard_id == Standard.id,
+        Topic.position < 0,
+        Topic.embedding.is_(None),
+        Standard.embedding.is_not(None),
+    )
+    copied = 0
     async with sessions() as session, session.begin():  # own rows take their standard's vector
-        copied = await session.execute(
-            update(Topic)
-            .where(
-                Topic.standard_id == Standard.id,
-                Topic.position < 0,
-                Topic.embedding.is_(None),
-                Standard.embedding.is_not(None),
+        # Only write when there is something to copy: any statement on a curriculum table, even one that
+        # changes no row, bumps the curriculum version and empties every API process's curriculum cache.
+        if await session.scalar(select(exists().where(*own_rows_waiting))):
+            result = await session.execute(
+                update(Topic).where(*own_rows_waiting).values(embedding=Standard.embedding)
             )
-            .values(embedding=Standard.embedding)
-        )
-    if done or copied.rowcount:  # type: ignore[attr-defined]
+            copied = result.rowcount  # type: ignore[attr-defined]
+    if done or copied:
         await tidy_search_indexes(sessions)  # updated rows' full-text entries wait in the GIN pending list
     return done
 

@@ -4,14 +4,15 @@ check interval (every write bumps `curriculum_version`)."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.curriculum.cache import CurriculumCache
-from api.curriculum.loader import LoadReport
+from api.curriculum.cache import ANSWERED_KEY, CurriculumCache
+from api.curriculum.loader import LoadReport, embed_missing
 from api.curriculum.services import StandardFilters
 from tests.utils.embedder import LocalEmbedder
 
@@ -109,3 +110,38 @@ async def test_searches_ranked_by_meaning_are_remembered_until_the_curriculum_ch
     while key in cache._answers:
         assert loop.time() < deadline, "the search answer outlived a curriculum change"
         await asyncio.sleep(0.05)
+
+
+async def test_callers_that_miss_together_share_one_computation(
+    db_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    cache = CurriculumCache(db_engine, sessions)
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def produce(_: AsyncSession) -> dict[str, int]:
+        calls.append(1)
+        await release.wait()
+        return {"answer": 42}
+
+    requests = [SimpleNamespace(scope={"state": {}}) for _ in range(8)]
+    waiting = [asyncio.create_task(cache.answer(r, ("probe",), produce)) for r in requests]  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    waiting[0].cancel()  # one caller gives up; the others still get the answer
+    release.set()
+    answers = await asyncio.gather(*waiting[1:])
+    assert calls == [1], "eight callers, one computation"
+    assert set(answers) == {b'{"answer":42}'}
+    assert all(ANSWERED_KEY in r.scope["state"] for r in requests[1:])
+
+
+async def test_a_sweep_with_nothing_to_embed_leaves_the_curriculum_version_alone(
+    sessions: async_sessionmaker[AsyncSession], curriculum: LoadReport
+) -> None:
+    async def version() -> int:
+        async with sessions() as session:
+            return int(await session.scalar(text("SELECT version FROM curriculum_version")) or 0)
+
+    before = await version()
+    assert await embed_missing(sessions, LocalEmbedder()) == 0
+    assert await version() == before, "a no-op sweep emptied every API process's curriculum cache"

@@ -99,7 +99,9 @@ async def test_an_outage_with_nothing_to_embed_ends_when_serving_answers_again(
         assert await sweep(sessions) == 0  # nothing to embed; serving asked, still down: no new line
         serving.down = False
         assert await sweep(sessions) == 0
-    assert [entry["event"] for entry in logs] == ["serving reachable again: waiting background work resumed"]
+    # Only the sweeper's lines: the session app's curriculum cache may log a change an earlier test made.
+    events = [entry["event"] for entry in logs if not entry["event"].startswith("curriculum changed")]
+    assert events == ["serving reachable again: waiting background work resumed"]
     assert not outage.active
 
 
