@@ -24,7 +24,7 @@ from api.curriculum.cache import ANSWERED_KEY, CurriculumCache, RememberedRoute
 from api.lib.cleantext import check_scope
 from api.lib.errors import DomainError
 from api.lib.observability import in_progress, observe, request_id_for, request_id_header, route_template
-from api.oauth.guards import admit, operation_of, refuse, verify
+from api.oauth.guards import admit, audit_call, operation_of, refuse, verify
 from api.oauth.runtime import OAuthRuntime
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -128,16 +128,7 @@ class CurriculumEdge:
                 await send(start)
                 await send({"type": "http.response.body", "body": body, "more_body": False})
             finally:
-                runtime.audit.record(
-                    "api",
-                    route.operation,
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    app_id=claims.app_id,
-                    client_id=claims.client_id,
-                    user_id=claims.user_id,
-                    request_id=request_id,
-                )
+                audit_call(runtime, route.operation, status, started, claims, request_id)
             return True
         finally:
             gauge.dec()

@@ -171,16 +171,30 @@ class BearerAuthMiddleware:
         try:
             await self.app(scope, receive, send_with_limits)
         finally:
-            runtime.audit.record(
-                "api",
-                operation,
-                status,
-                (time.perf_counter() - started) * 1000,
-                app_id=claims.app_id,
-                client_id=claims.client_id,
-                user_id=claims.user_id,
-                request_id=request_id,
-            )
+            audit_call(runtime, operation, status, started, claims, request_id)
+
+
+def audit_call(
+    runtime: OAuthRuntime,
+    operation: str,
+    status: int,
+    started: float,
+    claims: AccessTokenClaims | None,
+    request_id: str | None,
+    error: str | None = None,
+) -> None:
+    """Record one `/api/v1` call in the audit log (`started`: its `time.perf_counter()` at arrival)."""
+    runtime.audit.record(
+        "api",
+        operation,
+        status,
+        (time.perf_counter() - started) * 1000,
+        app_id=claims.app_id if claims else None,
+        client_id=claims.client_id if claims else None,
+        user_id=claims.user_id if claims else None,
+        error=error,
+        request_id=request_id,
+    )
 
 
 async def refuse(
@@ -195,17 +209,8 @@ async def refuse(
     request_id: str | None,
 ) -> None:
     """Answer a refused `/api/v1` call (problem details, the error's headers); record it in the audit log."""
-    runtime.audit.record(
-        "api",
-        operation,
-        error.status_code,
-        (time.perf_counter() - started) * 1000,
-        app_id=claims.app_id if claims else None,
-        client_id=claims.client_id if claims else None,
-        user_id=claims.user_id if claims else None,
-        error=str(error.extra.get("error", error.title)).lower().replace(" ", "_")[:64],
-        request_id=request_id,
-    )
+    reason = str(error.extra.get("error", error.title)).lower().replace(" ", "_")[:64]
+    audit_call(runtime, operation, error.status_code, started, claims, request_id, reason)
     request: Request[Any, Any, Any] = Request(scope)
     response = domain_error_handler(request, error).to_asgi_response(app=None, request=request)
     await response(scope, receive, send)
