@@ -163,7 +163,7 @@ class CurriculumCache:
             if self._bytes + size > MAX_BYTES:
                 self._answers.clear()  # noted targets whose answer is gone simply miss
                 self._bytes = 0
-            if key not in self._answers:  # two callers may compute the same key at once
+            if key not in self._answers:  # defensive: `_computing` runs one computation per key
                 self._bytes += size
             self._answers[key] = result
         return result
