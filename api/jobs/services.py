@@ -15,6 +15,7 @@ from api.lib.errors import NotFound
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 300.0
+DEFAULT_MAX_ATTEMPTS = 5
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -30,7 +31,7 @@ def enqueue(
     *,
     app_id: uuid.UUID | None = None,
     user_id: uuid.UUID | None = None,
-    max_attempts: int = 5,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> Job:
     """Add a job to the caller's session, so it commits (or not) with the data it serves."""
     job = Job(

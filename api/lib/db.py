@@ -8,6 +8,8 @@ One SQLAlchemy engine over asyncpg per process (advanced-alchemy's plugin gives 
   so a request that would have met the broken connection runs on a new one instead.
 - Hot reads (`read`) run as single autocommit statements, with no BEGIN/COMMIT, and are retried once on a
   fresh connection when the connection breaks under them (a read is always safe to repeat).
+- Hot writes that fit one statement (`write`) run the same way, committed when it returns, and are never
+  retried (a connection that broke after the server committed would apply them twice).
 - When the database is unreachable, every route answers 503 with `Retry-After` and a plain `detail`
   (`database_unavailable_handler`), never 500.
 """
@@ -155,12 +157,9 @@ async def read(
 ) -> Sequence[Row[Any]]:
     """Rows of one SELECT in autocommit mode (no transaction); retried once on a fresh connection when the
     connection breaks under it. Raises DatabaseUnavailable when the database cannot be reached."""
-    autocommit = _autocommit_engines.get(engine)
-    if autocommit is None:  # made once: each `execution_options` call builds an engine and its listeners
-        autocommit = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
     for attempt in (1, 2):
         try:
-            async with autocommit.connect() as connection:
+            async with _autocommit(engine).connect() as connection:
                 result = await connection.execute(statement, params or {})
                 return result.all()
         except (DBAPIError, PoolTimeout, OSError) as error:
@@ -170,6 +169,30 @@ async def read(
                 raise DatabaseUnavailable() from error
             log.info("database connection broke under a read; retrying on a fresh one")
     raise AssertionError("unreachable")
+
+
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    autocommit = _autocommit_engines.get(engine)
+    if autocommit is None:  # made once: each `execution_options` call builds an engine and its listeners
+        autocommit = _autocommit_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return autocommit
+
+
+async def write(
+    db: AsyncSession | AsyncEngine, statement: Executable, params: Mapping[str, Any] | None = None
+) -> Sequence[Row[Any]]:
+    """Rows (RETURNING) of one writing statement: given an engine, in autocommit mode (one round trip,
+    durable once this returns; not retried); given a session, inside its transaction. Raises
+    DatabaseUnavailable when the database cannot be reached."""
+    if isinstance(db, AsyncSession):
+        return (await db.execute(statement, params or {})).all()
+    try:
+        async with _autocommit(db).connect() as connection:
+            return (await connection.execute(statement, params or {})).all()
+    except (DBAPIError, PoolTimeout, OSError) as error:
+        if is_unavailable(error):
+            raise DatabaseUnavailable() from error
+        raise
 
 
 async def rows_of(

@@ -9,28 +9,16 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.lib.embeddings import embed_query
 from api.lib.settings import Settings
 from api.memories import schemas, services
-from api.memories.models import Memory
 from api.oauth.guards import Principal, requires_scope
 
 
 def owner_of(request: Request[Principal, Any, Any]) -> services.Owner:
     return services.Owner(app_id=request.user.app_id, user_id=request.user.user_id)
-
-
-def memory_out(memory: Memory) -> schemas.Memory:
-    return schemas.Memory(
-        id=memory.id,
-        content=memory.content,
-        tags=list(memory.tags),
-        metadata=memory.metadata_,
-        status=memory.status,  # type: ignore[arg-type]
-        created_at=memory.created_at,
-    )
 
 
 class MemoryController(Controller):
@@ -50,7 +38,7 @@ class MemoryController(Controller):
     async def create_memory(
         self,
         request: Request[Principal, Any, Any],
-        db_session: AsyncSession,
+        db_engine: AsyncEngine,
         settings: Settings,
         data: schemas.MemoryCreate,
         idempotency_key: Annotated[
@@ -58,8 +46,7 @@ class MemoryController(Controller):
             Parameter(header="Idempotency-Key", min_length=1, max_length=200, description="Retry-safe key."),
         ] = None,
     ) -> schemas.MemoryAccepted:
-        memory = await services.create_memory(db_session, owner_of(request), data, settings, idempotency_key)
-        return schemas.MemoryAccepted(id=memory.id, job_id=memory.job_id, status=memory.status)  # type: ignore[arg-type]
+        return await services.create_memory(db_engine, owner_of(request), data, settings, idempotency_key)
 
     @get(
         "/",
@@ -110,9 +97,9 @@ class MemoryController(Controller):
         guards=[requires_scope("memories:read")],
     )
     async def get_memory(
-        self, request: Request[Principal, Any, Any], db_session: AsyncSession, memory_id: uuid.UUID
+        self, request: Request[Principal, Any, Any], db_engine: AsyncEngine, memory_id: uuid.UUID
     ) -> schemas.Memory:
-        return memory_out(await services.get_memory(db_session, owner_of(request), memory_id))
+        return await services.get_memory(db_engine, owner_of(request), memory_id)
 
     @delete(
         "/{memory_id:uuid}",
@@ -121,6 +108,6 @@ class MemoryController(Controller):
         guards=[requires_scope("memories:write")],
     )
     async def delete_memory(
-        self, request: Request[Principal, Any, Any], db_session: AsyncSession, memory_id: uuid.UUID
+        self, request: Request[Principal, Any, Any], db_engine: AsyncEngine, memory_id: uuid.UUID
     ) -> None:
-        await services.delete_memory(db_session, owner_of(request), memory_id)
+        await services.delete_memory(db_engine, owner_of(request), memory_id)

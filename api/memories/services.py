@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.jobs import services as jobs
 from api.jobs.worker import JobContext, PermanentJobError
-from api.lib.db import rows_of
+from api.lib.db import rows_of, write
 from api.lib.errors import InvalidInput, NotFound, PayloadTooLarge
 from api.lib.settings import Settings
 from api.memories import schemas
@@ -34,11 +33,24 @@ class Owner:
     user_id: uuid.UUID | None
 
 
-def _owned(owner: Owner) -> list[Any]:
-    """The owner's rows, as predicates the owner index can use (`IS NOT DISTINCT FROM` cannot: it made
-    every count, list and search scan the whole table)."""
-    user = Memory.user_id.is_(None) if owner.user_id is None else Memory.user_id == owner.user_id
-    return [Memory.app_id == owner.app_id, user]
+@dataclass(frozen=True, slots=True)
+class OwnerStatement:
+    """One SQL text in two constant forms, for an end user's rows and for the app's own (`{owner}` in the
+    text). Both can use the owner index (`IS NOT DISTINCT FROM` could not: it made every count, list and
+    search scan the whole table)."""
+
+    user: TextClause
+    app: TextClause
+
+    @classmethod
+    def of(cls, sql: str) -> OwnerStatement:
+        return cls(text(sql.format(owner="user_id = :user_id")), text(sql.format(owner="user_id IS NULL")))
+
+    def params(self, owner: Owner, **params: Any) -> tuple[TextClause, dict[str, Any]]:
+        """The statement for `owner`, with the owner's parameters added to `params`."""
+        if owner.user_id is None:
+            return self.app, {"app_id": owner.app_id, "user_id": None, **params}
+        return self.user, {"app_id": owner.app_id, "user_id": owner.user_id, **params}
 
 
 def _request_hash(data: schemas.MemoryCreate) -> str:
@@ -54,84 +66,123 @@ def _check_limits(data: schemas.MemoryCreate, settings: Settings) -> None:
         raise InvalidInput(f"metadata must serialise to at most {METADATA_MAX_BYTES} bytes of JSON")
 
 
+# The limit check, the memory and its embedding job in one statement: one round trip, atomic on its own.
+_CREATE = OwnerStatement.of(
+    """
+    WITH owned AS (
+        SELECT count(*) AS n FROM memories WHERE app_id = :app_id AND {owner}
+    ), memory AS (
+        INSERT INTO memories (id, app_id, user_id, content, tags, metadata, status, idempotency_key,
+                              request_hash, job_id, created_at, updated_at)
+        SELECT CAST(:id AS uuid), CAST(:app_id AS uuid), CAST(:user_id AS uuid), CAST(:content AS text),
+               CAST(:tags AS varchar[]), CAST(:metadata AS jsonb), 'pending', CAST(:key AS varchar),
+               CAST(:request_hash AS varchar), CAST(:job_id AS uuid), now(), now()
+        FROM owned WHERE owned.n < :max_per_user
+        ON CONFLICT (app_id, user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
+    ), job AS (
+        INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_after, app_id, user_id,
+                          created_at, updated_at)
+        SELECT CAST(:job_id AS uuid), CAST(:kind AS varchar), CAST(:payload AS jsonb), 'queued', 0,
+               CAST(:max_attempts AS integer), now(),
+               CAST(:app_id AS uuid), CAST(:user_id AS uuid), now(), now()
+        FROM memory
+    )
+    SELECT (SELECT n FROM owned) AS owned, EXISTS (SELECT 1 FROM memory) AS created
+    """
+)
+
+
 async def create_memory(
-    session: AsyncSession,
+    db: AsyncSession | AsyncEngine,
     owner: Owner,
     data: schemas.MemoryCreate,
     settings: Settings,
     idempotency_key: str | None = None,
-) -> Memory:
-    """Insert the memory (pending) and its embedding job in one transaction; replay an idempotent retry."""
+) -> schemas.MemoryAccepted:
+    """Insert the memory (pending) and its embedding job together (autocommit, given the engine; in the
+    session's transaction, given a session); replay an idempotent retry."""
     _check_limits(data, settings)
     request_hash = _request_hash(data)
     if idempotency_key is not None:
-        existing = await _by_idempotency_key(session, owner, idempotency_key)
+        existing = await _by_idempotency_key(db, owner, idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash)
-    count = await session.scalar(select(func.count()).select_from(Memory).where(*_owned(owner)))
-    if (count or 0) >= settings.memory_max_per_user:
-        raise InvalidInput(
-            f"memory limit reached: at most {settings.memory_max_per_user} memories per user; "
-            "delete some first"
-        )
-    memory = Memory(
-        id=uuid.uuid4(),
-        app_id=owner.app_id,
-        user_id=owner.user_id,
+    memory_id, job_id = uuid.uuid4(), uuid.uuid4()
+    statement, params = _CREATE.params(
+        owner,
+        id=memory_id,
         content=data.content,
         tags=sorted(set(data.tags)),
-        metadata_=data.metadata,
-        status="pending",
-        idempotency_key=idempotency_key,
+        metadata=msgspec.json.encode(data.metadata).decode(),
+        key=idempotency_key,
         request_hash=request_hash,
+        job_id=job_id,
+        max_per_user=settings.memory_max_per_user,
+        kind=EMBED_JOB,
+        payload=msgspec.json.encode({"memory_id": str(memory_id)}).decode(),
+        max_attempts=jobs.DEFAULT_MAX_ATTEMPTS,
     )
-    job = jobs.enqueue(
-        session, EMBED_JOB, {"memory_id": str(memory.id)}, app_id=owner.app_id, user_id=owner.user_id
+    (row,) = await write(db, statement, params)
+    if row.created:
+        return schemas.MemoryAccepted(id=memory_id, job_id=job_id, status="pending")
+    if idempotency_key is not None:  # a concurrent request with the same Idempotency-Key won the race
+        existing = await _by_idempotency_key(db, owner, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash)
+    raise InvalidInput(
+        f"memory limit reached: at most {settings.memory_max_per_user} memories per user; delete some first"
     )
-    memory.job_id = job.id
-    if idempotency_key is None:  # nothing unique can clash: no savepoint round trips
-        session.add(memory)
-        await session.flush()
-        return memory
-    try:
-        async with session.begin_nested():
-            session.add(memory)
-            await session.flush()
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        existing = await _by_idempotency_key(session, owner, idempotency_key)
-        if existing is None:
-            raise
-        session.expunge(job)
-        return _replay(existing, request_hash)
-    return memory
 
 
-async def _by_idempotency_key(session: AsyncSession, owner: Owner, key: str) -> Memory | None:
-    memory: Memory | None = await session.scalar(
-        select(Memory).where(*_owned(owner), Memory.idempotency_key == key)
-    )
-    return memory
+_BY_KEY = OwnerStatement.of(
+    "SELECT id, job_id, status, request_hash FROM memories"
+    " WHERE app_id = :app_id AND {owner} AND idempotency_key = :key"
+)
 
 
-def _replay(existing: Memory, request_hash: str) -> Memory:
+async def _by_idempotency_key(db: AsyncSession | AsyncEngine, owner: Owner, key: str) -> Row[Any] | None:
+    rows = await rows_of(db, *_BY_KEY.params(owner, key=key))
+    return rows[0] if rows else None
+
+
+def _replay(existing: Row[Any], request_hash: str) -> schemas.MemoryAccepted:
     if existing.request_hash != request_hash:
         raise InvalidInput("Idempotency-Key was already used with a different request body")
-    return existing
+    return schemas.MemoryAccepted(id=existing.id, job_id=existing.job_id, status=existing.status)
 
 
-async def get_memory(session: AsyncSession, owner: Owner, memory_id: uuid.UUID) -> Memory:
-    memory: Memory | None = await session.scalar(select(Memory).where(Memory.id == memory_id, *_owned(owner)))
-    if memory is None:
+_GET = OwnerStatement.of(
+    "SELECT id, content, tags, metadata, status, created_at FROM memories"
+    " WHERE id = :id AND app_id = :app_id AND {owner}"
+)
+
+
+async def get_memory(db: AsyncSession | AsyncEngine, owner: Owner, memory_id: uuid.UUID) -> schemas.Memory:
+    rows = await rows_of(db, *_GET.params(owner, id=memory_id))
+    if not rows:
         raise NotFound(f"No memory {memory_id} for this user")
-    return memory
+    return _memory_of(rows[0])
 
 
-async def delete_memory(session: AsyncSession, owner: Owner, memory_id: uuid.UUID) -> None:
-    deleted = await session.execute(
-        delete(Memory).where(Memory.id == memory_id, *_owned(owner)).returning(Memory.id)
+def _memory_of(row: Row[Any]) -> schemas.Memory:
+    return schemas.Memory(
+        id=row.id,
+        content=row.content,
+        tags=list(row.tags),
+        metadata=row.metadata,
+        status=row.status,
+        created_at=row.created_at,
     )
-    if deleted.first() is None:
+
+
+_DELETE = OwnerStatement.of(
+    "DELETE FROM memories WHERE id = :id AND app_id = :app_id AND {owner} RETURNING id"
+)
+
+
+async def delete_memory(db: AsyncSession | AsyncEngine, owner: Owner, memory_id: uuid.UUID) -> None:
+    if not await write(db, *_DELETE.params(owner, id=memory_id)):
         raise NotFound(f"No memory {memory_id} for this user")
 
 
@@ -148,30 +199,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInput("cursor is not one this API returned") from None
 
 
-def _list_statement(user_predicate: str) -> Any:
-    return text(
-        f"""
+_LIST = OwnerStatement.of(
+    """
     SELECT id, content, tags, metadata, status, created_at FROM memories
-    WHERE app_id = :app_id AND {user_predicate}
+    WHERE app_id = :app_id AND {owner}
       AND (CAST(:tag AS varchar) IS NULL OR tags @> ARRAY[CAST(:tag AS varchar)])
       AND (CAST(:after_at AS timestamptz) IS NULL
            OR (created_at, id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
     ORDER BY created_at DESC, id DESC
     LIMIT :limit
-    """  # noqa: S608 (one of two constant predicates)
-    )
+    """
+)
 
 
 # Newest first along the owner index (app_id, user_id, created_at DESC, id DESC).
-_LIST_USER = _list_statement("user_id = :user_id")
-_LIST_APP = _list_statement("user_id IS NULL")
-
-
-def _owner_params(owner: Owner) -> dict[str, Any]:
-    params: dict[str, Any] = {"app_id": owner.app_id}
-    if owner.user_id is not None:
-        params["user_id"] = owner.user_id
-    return params
 
 
 async def list_memories(
@@ -179,27 +220,18 @@ async def list_memories(
 ) -> tuple[list[schemas.Memory], str | None]:
     """Newest first, keyset-paginated; one SELECT (autocommit, given the engine)."""
     after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
-    params = {**_owner_params(owner), "tag": tag or None, "after_at": after_at, "after_id": after_id}
-    params["limit"] = limit + 1
-    rows = await rows_of(db, _LIST_USER if owner.user_id is not None else _LIST_APP, params)
-    items = [
-        schemas.Memory(
-            id=row.id,
-            content=row.content,
-            tags=list(row.tags),
-            metadata=row.metadata,
-            status=row.status,
-            created_at=row.created_at,
-        )
-        for row in rows[:limit]
-    ]
+    statement, params = _LIST.params(
+        owner, tag=tag or None, after_at=after_at, after_id=after_id, limit=limit + 1
+    )
+    rows = await rows_of(db, statement, params)
+    items = [_memory_of(row) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return items, next_cursor
 
 
-def _search_statement(user_predicate: str) -> Any:
-    return text(
-        f"""
+# An exact scan of one owner's rows (at most SETU_MEMORY_MAX_PER_USER), found through the owner index.
+_SEARCH = OwnerStatement.of(
+    """
     SELECT id, content, tags, metadata, created_at, similarity,
            (1 - :weight) * similarity
              + :weight * exp(-ln(2) * extract(epoch FROM now() - created_at) / (86400 * :half_life)) AS score
@@ -207,18 +239,13 @@ def _search_statement(user_predicate: str) -> Any:
         SELECT id, content, tags, metadata, created_at,
                1 - (embedding <=> CAST(CAST(:query AS real[]) AS vector)) AS similarity
         FROM memories
-        WHERE app_id = :app_id AND {user_predicate} AND status = 'ready'
+        WHERE app_id = :app_id AND {owner} AND status = 'ready'
           AND (CAST(:tags AS varchar[]) IS NULL OR tags @> CAST(:tags AS varchar[]))
     ) AS owned
     ORDER BY score DESC
     LIMIT :limit
-    """  # noqa: S608 (one of two constant predicates)
-    )
-
-
-# An exact scan of one owner's rows (at most SETU_MEMORY_MAX_PER_USER), found through the owner index.
-_SEARCH_USER = _search_statement("user_id = :user_id")
-_SEARCH_APP = _search_statement("user_id IS NULL")
+    """
+)
 
 
 async def search_memories(
@@ -231,15 +258,15 @@ async def search_memories(
     settings: Settings,
 ) -> list[schemas.MemoryHit]:
     """Semantic similarity blended with a recency boost (half-life `SETU_MEMORY_RECENCY_HALF_LIFE_DAYS`)."""
-    params: dict[str, Any] = {
-        **_owner_params(owner),
-        "query": query_vector,  # a binary float4[], not 384 numbers as text
-        "tags": sorted(set(tags)) or None,
-        "limit": limit,
-        "weight": settings.memory_recency_weight,
-        "half_life": settings.memory_recency_half_life_days,
-    }
-    rows = await rows_of(db, _SEARCH_USER if owner.user_id is not None else _SEARCH_APP, params)
+    statement, params = _SEARCH.params(
+        owner,
+        query=query_vector,  # a binary float4[], not 384 numbers as text
+        tags=sorted(set(tags)) or None,
+        limit=limit,
+        weight=settings.memory_recency_weight,
+        half_life=settings.memory_recency_half_life_days,
+    )
+    rows = await rows_of(db, statement, params)
     return [
         schemas.MemoryHit(
             id=row.id,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.jobs.models import Job
 from api.jobs.worker import Worker
@@ -15,7 +16,7 @@ from api.lib.errors import InvalidInput, NotFound, PayloadTooLarge
 from api.lib.settings import Settings
 from api.memories import services
 from api.memories.models import Memory
-from api.memories.schemas import MemoryCreate
+from api.memories.schemas import MemoryAccepted, MemoryCreate
 from tests.utils.embedder import LocalEmbedder
 
 
@@ -39,7 +40,7 @@ async def remember(
     settings: Settings,
     content: str,
     **kw: object,
-) -> Memory:
+) -> MemoryAccepted:
     async with sessions() as session, session.begin():
         return await services.create_memory(session, owner, MemoryCreate(content=content, **kw), settings)  # type: ignore[arg-type]
 
@@ -155,6 +156,44 @@ async def test_a_memory_left_pending_without_a_job_is_requeued_by_the_sweeper(
     await sweeper.sweep()
     assert await sweeper.run_once() == 1
     async with sessions() as session:
-        stored = await services.get_memory(session, owner, memory.id)
-    assert stored.status == "ready"
+        stored = await session.get(Memory, memory.id)
+    assert stored is not None and stored.status == "ready"
     assert stored.job_id != memory.job_id
+
+
+async def test_concurrent_requests_with_one_idempotency_key_make_one_memory_and_one_job(
+    db_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    owner: services.Owner,
+) -> None:
+    """The API's path (the engine, autocommit): the losers of the race replay the winner's memory."""
+    body = MemoryCreate(content="Revising the water cycle", tags=["science"])
+    answers = await asyncio.gather(
+        *(services.create_memory(db_engine, owner, body, settings, idempotency_key="race") for _ in range(8))
+    )
+    assert len({(a.id, a.job_id) for a in answers}) == 1
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Memory)) == 1
+        job = await session.get(Job, answers[0].job_id)
+    assert job is not None and job.payload == {"memory_id": str(answers[0].id)} and job.status == "queued"
+
+
+async def test_an_apps_own_memories_are_apart_from_its_users_and_limited_on_their_own(
+    db_engine: AsyncEngine, settings: Settings, owner: services.Owner
+) -> None:
+    app_itself = services.Owner(owner.app_id, None)
+    small = settings.model_copy(update={"memory_max_per_user": 1})
+    mine = await services.create_memory(db_engine, app_itself, MemoryCreate(content="app note"), small)
+    theirs = await services.create_memory(db_engine, owner, MemoryCreate(content="user note"), small)
+    with pytest.raises(InvalidInput, match="memory limit reached"):
+        await services.create_memory(db_engine, app_itself, MemoryCreate(content="second app note"), small)
+    listed, _ = await services.list_memories(db_engine, app_itself, tag=None, cursor=None, limit=10)
+    assert [m.id for m in listed] == [mine.id]
+    assert (await services.get_memory(db_engine, owner, theirs.id)).content == "user note"
+    with pytest.raises(NotFound):
+        await services.get_memory(db_engine, app_itself, theirs.id)
+    await services.delete_memory(db_engine, app_itself, mine.id)
+    with pytest.raises(NotFound):
+        await services.delete_memory(db_engine, app_itself, mine.id)
+    assert (await services.get_memory(db_engine, owner, theirs.id)).id == theirs.id
