@@ -5,7 +5,7 @@
 Starts the tier as `setu up` / `make run` do (serving.local.start_head on a fresh state dir and free ports,
 cluster/serve-local.yaml deployed from a child process, this process's environment), lets it settle, then
 reads /proc: CPU seconds (utime+stime+cutime+cstime) of the Ray head's process tree and of Serve's HAProxy
-(its own session, found by its config dir as serving.local.stop_haproxy finds it). Prints the total as a share
+(its own session, found by serving.local.haproxy_pids). Prints the total as a share
 of one core, each process's share, and the Serve replicas that run. Exits 1 above --limit-percent.
 Always stops what it started, by PID (serving.local.stop_head).
 """
@@ -34,7 +34,7 @@ from serving.local import (
     LocalRay,
     deploy_in_subprocess,
     free_port,
-    haproxy_dir,
+    haproxy_pids,
     start_head,
     stop_head,
 )
@@ -75,12 +75,7 @@ def our_processes(state: LocalRay) -> dict[int, str]:
         for process in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 found[process.pid] = process_name(process.cmdline())
-    directory = str(haproxy_dir(Path(state.temp_dir)))
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        joined = " ".join(cmdline)
-        if directory in joined and "haproxy" in joined:
-            found[process.pid] = "haproxy"
+    found.update(dict.fromkeys(haproxy_pids(Path(state.temp_dir)), "haproxy"))
     return found
 
 

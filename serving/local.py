@@ -270,10 +270,8 @@ def stop_head(state_dir: Path, *, timeout_s: float = 15) -> bool:
     return True
 
 
-def stop_haproxy(temp_dir: Path, *, timeout_s: float = 5) -> int:
-    """Stop the HAProxy of the Ray whose temp dir is `temp_dir`: Ray starts it in a session of its own, so it
-    outlives `ray start`'s process group (seen: orphans holding the Serve port). Found by its config path
-    (ours alone), stopped by PID; returns how many ran."""
+def haproxy_pids(temp_dir: Path) -> list[int]:
+    """PIDs of the HAProxy of the Ray whose temp dir is `temp_dir`, found by its config path (ours alone)."""
     directory = str(haproxy_dir(temp_dir))
     pids = []
     for entry in Path("/proc").iterdir():
@@ -284,6 +282,14 @@ def stop_haproxy(temp_dir: Path, *, timeout_s: float = 5) -> int:
                 continue
             if directory in cmdline and "haproxy" in cmdline:
                 pids.append(int(entry.name))
+    return pids
+
+
+def stop_haproxy(temp_dir: Path, *, timeout_s: float = 5) -> int:
+    """Stop the HAProxy of the Ray whose temp dir is `temp_dir`: Ray starts it in a session of its own, so it
+    outlives `ray start`'s process group (seen: orphans holding the Serve port). Found by its config path
+    (ours alone), stopped by PID; returns how many ran."""
+    pids = haproxy_pids(temp_dir)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -293,7 +299,7 @@ def stop_haproxy(temp_dir: Path, *, timeout_s: float = 5) -> int:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(haproxy_dir(temp_dir), ignore_errors=True)
     return len(pids)
 
 

@@ -88,7 +88,7 @@ _CREATE = OwnerStatement.of(
                CAST(:app_id AS uuid), CAST(:user_id AS uuid), now(), now()
         FROM memory
     )
-    SELECT (SELECT n FROM owned) AS owned, EXISTS (SELECT 1 FROM memory) AS created
+    SELECT EXISTS (SELECT 1 FROM memory) AS created
     """
 )
 
@@ -199,6 +199,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidInput("cursor is not one this API returned") from None
 
 
+# Newest first along the owner index (app_id, user_id, created_at DESC, id DESC).
 _LIST = OwnerStatement.of(
     """
     SELECT id, content, tags, metadata, status, created_at FROM memories
@@ -210,9 +211,6 @@ _LIST = OwnerStatement.of(
     LIMIT :limit
     """
 )
-
-
-# Newest first along the owner index (app_id, user_id, created_at DESC, id DESC).
 
 
 async def list_memories(
